@@ -1,0 +1,136 @@
+"""``AlignmentModule``: the shared LightningModule every algorithm subclasses.
+
+It owns what is not the algorithm: loading the policy (and its reference), the optimiser and LR
+schedule, logging under ``train/`` and ``val/``, checkpoint hygiene (the frozen reference is not
+written into checkpoints: it is rebuilt from ``model``) and export with ``save_pretrained``.
+A subclass implements ``compute_loss(batch, stage) -> (loss, logs)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from lit_align.modeling import load_causal_lm, load_tokenizer
+from lit_align.policy import PolicyWithReference, ReferenceMode
+
+REFERENCE_PREFIX = "policy.reference."
+
+
+def warmup_then_decay(warmup_steps: int, total_steps: int, schedule: str):
+    """LR multiplier: linear warmup to 1, then constant / linear to 0 / cosine to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if schedule == "linear":
+            return 1.0 - progress
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+class AlignmentModule(LightningModule):
+    """Shared base of all algorithms.
+
+    Args:
+        model: Policy to train: ``embedded:tiny``, a local ``save_pretrained`` folder, or a hub name.
+        reference: ``copy`` (frozen copy of the initial policy) or ``none``; default per algorithm.
+        optimizer: Optimiser class and its arguments, e.g. ``{class_path: torch.optim.AdamW, init_args: {lr: 5e-6}}``.
+        lr_scheduler: A scheduler to use instead of the built-in warmup schedule.
+        warmup_ratio: Share of training steps with linear LR warmup (built-in schedule).
+        lr_schedule: After warmup: ``constant``, ``linear`` decay to 0, or ``cosine`` decay to 0.
+        dtype: Load weights in this dtype (e.g. ``bfloat16``); None keeps the checkpoint's.
+        gradient_checkpointing: Recompute activations in backward to save memory.
+        trust_remote_code: Allow model code shipped with a hub checkpoint to run (off by default).
+    """
+
+    default_reference: ClassVar[ReferenceMode] = "copy"
+
+    def __init__(
+        self,
+        model: str = "embedded:tiny",
+        reference: ReferenceMode | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        warmup_ratio: float = 0.1,
+        lr_schedule: Literal["constant", "linear", "cosine"] = "linear",
+        dtype: str | None = None,
+        gradient_checkpointing: bool = False,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.model_name = model
+        policy = load_causal_lm(model, load_tokenizer(model, trust_remote_code), dtype=dtype, trust_remote_code=trust_remote_code)
+        if gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+        self.policy = PolicyWithReference(policy, reference or self.default_reference)
+
+    @classmethod
+    def algorithm_name(cls) -> str:
+        """Run name in TensorBoard (``runs/<name>/version_N``)."""
+        return cls.__name__.lower()
+
+    # ----- the one method a new algorithm writes ---------------------------------------------
+    def compute_loss(self, batch: Any, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def on_validation_epoch_end_metrics(self) -> dict[str, torch.Tensor]:
+        """Epoch-level validation metrics a subclass accumulates (torchmetrics); logged under ``val/``."""
+        return {}
+
+    # ----- Lightning hooks ---------------------------------------------------------------------
+    def _step(self, batch: Any, stage: str) -> torch.Tensor:
+        loss, logs = self.compute_loss(batch, stage)
+        on_step = stage == "train"
+        size = len(batch)
+        self.log(f"{stage}/loss", loss.detach(), prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
+        if logs:
+            self.log_dict({f"{stage}/{k}": v.detach().float() for k, v in logs.items()}, on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.on_validation_epoch_end_metrics()
+        if metrics:
+            self.log_dict({f"val/{k}": v for k, v in metrics.items()})
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.policy.policy.parameters() if p.requires_grad]
+        optimizer = self.optimizer(params)
+        if self.lr_scheduler is not None:
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": "step"}}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        factor = warmup_then_decay(int(self.hparams.warmup_ratio * total), total, self.hparams.lr_schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----- checkpoint hygiene ------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The reference is frozen and rebuilt from `model` on load: storing it doubles checkpoint size.
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(REFERENCE_PREFIX)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"].update({k: v for k, v in self.state_dict().items() if k.startswith(REFERENCE_PREFIX)})
+
+    # ----- export ------------------------------------------------------------------------------
+    def export(self, directory: str, tokenizer: Any = None) -> None:
+        """Write the policy (safetensors) and tokenizer with ``save_pretrained``: any HF tool loads it."""
+        self.policy.policy.save_pretrained(directory, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)

@@ -1,0 +1,47 @@
+"""DPO (arXiv 2305.18290) and conservative DPO (label smoothing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lit_align.algorithms.pairwise import PairLogps, PairwiseAlignmentModule
+from lit_align.losses import DPOOutput, dpo_loss
+
+
+class DPO(PairwiseAlignmentModule):
+    """Direct Preference Optimization with the sigmoid loss (Eq. 7).
+
+    Args:
+        beta: KL-regularisation strength; 0.1 in the paper (0.5 for summarisation).
+        label_smoothing: cDPO's assumed label-flip rate eps in [0, 0.5); 0 is plain DPO.
+        nll_weight: Weight alpha of an added NLL term on the chosen completion (per token). Guards
+            against the chosen log-prob collapsing while the margin grows, a frequent complaint
+            about DPO (the "RPO" remedy); 0 is the paper's loss.
+        **kwargs: See ``AlignmentModule``.
+    """
+
+    def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, nll_weight: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.beta = beta
+        self.label_smoothing = label_smoothing
+        self.nll_weight = nll_weight
+
+    def pair_loss(self, logps: PairLogps) -> tuple[DPOOutput, dict[str, torch.Tensor]]:
+        out = dpo_loss(logps.policy_chosen.sum, logps.policy_rejected.sum, logps.reference_chosen.sum, logps.reference_rejected.sum, self.beta, self.label_smoothing)
+        if not self.nll_weight:
+            return out, {}
+        nll = -logps.policy_chosen.mean
+        return out._replace(losses=out.losses + self.nll_weight * nll), {"nll_loss": nll.mean().detach()}
+
+
+class ConservativeDPO(DPO):
+    """cDPO: DPO with label smoothing (default eps = 0.1), for preference labels that are sometimes wrong."""
+
+    def __init__(self, label_smoothing: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(label_smoothing=label_smoothing, **kwargs)
+
+    @classmethod
+    def algorithm_name(cls) -> str:
+        return "cdpo"

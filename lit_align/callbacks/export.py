@@ -1,0 +1,33 @@
+"""Save the final policy with ``save_pretrained`` so any Hugging Face tool can load it."""
+
+from __future__ import annotations
+
+import os
+
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class ExportPretrained(Callback):
+    """At the end of ``fit``, write policy + tokenizer to ``<log_dir>/hf_model`` and to ``also_to``.
+
+    Args:
+        subdir: Folder name inside the run's log directory.
+        also_to: A second, stable location (e.g. ``data/embedded/sft`` for the next stage's config).
+    """
+
+    def __init__(self, subdir: str = "hf_model", also_to: str | None = None) -> None:
+        self.subdir = subdir
+        self.also_to = also_to
+        self.paths: list[str] = []
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        tokenizer = getattr(trainer.datamodule, "tokenizer", None)
+        root = trainer.log_dir or trainer.default_root_dir
+        self.paths = [os.path.join(root, self.subdir)] + ([self.also_to] if self.also_to else [])
+        for path in self.paths:
+            pl_module.export(path, tokenizer)
+            print(f"lit_align: saved the trained policy (save_pretrained, safetensors) to {path}")

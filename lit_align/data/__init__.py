@@ -1,0 +1,1 @@
+"""Typed batches, tokenisation, dataset loading and DataModules."""

@@ -1,0 +1,153 @@
+"""Turning prompt/completion text or chat messages into token ids, with one truncation policy.
+
+* Chat templates are applied once, by rendering to text and encoding with
+  ``add_special_tokens=False``: a template that writes BOS itself never gets a second one.
+* Plain-string prompts get exactly one BOS (if the tokenizer has one); every completion ends in EOS.
+* Truncation: the prompt is cut from the left to ``max_prompt_length`` (the end of a prompt is what
+  the completion answers), then completions from the right to fit ``max_length``. A completion left
+  empty is dropped, never trained on; every cut and drop is counted in a :class:`DataReport`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from transformers import PreTrainedTokenizerBase
+
+Messages = list[dict[str, str]]
+ChatTemplateMode = Literal["auto", "always", "never"]
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the source, row and field, and says what to do."""
+
+
+@dataclass
+class DataReport:
+    """Counts of what tokenisation kept, truncated and dropped, printed after set-up."""
+
+    name: str = "data"
+    total: int = 0
+    kept: int = 0
+    prompt_truncated: int = 0
+    completion_truncated: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+
+    def summary(self) -> str:
+        parts = [f"{self.name}: kept {self.kept}/{self.total} examples"]
+        if self.prompt_truncated:
+            parts.append(f"{self.prompt_truncated} prompts truncated (left)")
+        if self.completion_truncated:
+            parts.append(f"{self.completion_truncated} completions truncated (right)")
+        parts += [f"dropped {n} ({reason})" for reason, n in sorted(self.dropped.items())]
+        return "; ".join(parts)
+
+
+def is_messages(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+
+
+def assistant_text(value: Any, where: str) -> str:
+    """The completion as text: a string, or the last assistant turn of a message list."""
+    if isinstance(value, str):
+        return value
+    if is_messages(value):
+        turns = [m for m in value if m["role"] == "assistant"]
+        if not turns:
+            raise DataError(f"{where}: message list has no assistant turn; a completion must end with one")
+        return turns[-1]["content"]
+    raise DataError(f"{where}: expected a string or a list of {{'role', 'content'}} messages, got {type(value).__name__}")
+
+
+def split_conversation(value: Messages, where: str) -> tuple[Messages, str]:
+    """TRL/UltraFeedback convention: ``chosen`` holds the whole conversation; split off the last assistant turn."""
+    if not value or value[-1].get("role") != "assistant":
+        raise DataError(f"{where}: conversation must end with an assistant turn")
+    return value[:-1], value[-1]["content"]
+
+
+class PromptCompletionEncoder:
+    """Encodes (prompt, completion) with the rules in the module docstring."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        chat_template: ChatTemplateMode = "auto",
+    ) -> None:
+        if max_prompt_length >= max_length:
+            raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length})")
+        if chat_template == "always" and not tokenizer.chat_template:
+            raise ValueError("chat_template='always' but the tokenizer has no chat template")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
+        self.chat_template = chat_template
+
+    def _use_template(self, prompt: str | Messages) -> bool:
+        if self.chat_template == "never":
+            return False
+        return self.chat_template == "always" or is_messages(prompt)
+
+    def _encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def render_prompt(self, prompt: str | Messages) -> str:
+        """The prompt as the model sees it (template applied when it is used)."""
+        if self._use_template(prompt):
+            messages = prompt if is_messages(prompt) else [{"role": "user", "content": prompt}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if is_messages(prompt):
+            return "\n".join(m["content"] for m in prompt)
+        return prompt
+
+    def encode_prompt(self, prompt: str | Messages) -> list[int]:
+        ids = self._encode_text(self.render_prompt(prompt))
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and not self._use_template(prompt) and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        # Guard against BOS twice (template text that starts with BOS plus a BOS added elsewhere).
+        while bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+            ids = ids[1:]
+        return ids
+
+    def encode_completion(self, prompt: str | Messages, completion: str) -> list[int]:
+        if self._use_template(prompt):
+            messages = prompt if is_messages(prompt) else [{"role": "user", "content": prompt}]
+            prefix = self.render_prompt(prompt)
+            full = self.tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": completion}], tokenize=False)
+            # The template renders the assistant turn with its own end-of-turn markup; keep it.
+            text = full[len(prefix) :] if full.startswith(prefix) else completion
+        else:
+            text = completion
+        ids = self._encode_text(text)
+        eos = self.tokenizer.eos_token_id
+        # Strip trailing whitespace tokens after EOS that some templates emit, then ensure one EOS.
+        if eos is not None and eos in ids:
+            ids = ids[: len(ids) - ids[::-1].index(eos)]
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids = ids + [eos]
+        return ids
+
+    def truncate(self, prompt_ids: list[int], completions: list[list[int]], report: DataReport) -> tuple[list[int], list[list[int]]] | None:
+        """Apply the truncation policy; ``None`` (counted in ``report``) when the example must be dropped."""
+        if len(prompt_ids) > self.max_prompt_length:
+            bos = self.tokenizer.bos_token_id
+            keep_bos = bos is not None and prompt_ids[0] == bos
+            tail = prompt_ids[len(prompt_ids) - self.max_prompt_length + int(keep_bos) :]
+            prompt_ids = ([bos] if keep_bos else []) + tail
+            report.prompt_truncated += 1
+        budget = self.max_length - len(prompt_ids)
+        if any(len(c) > budget for c in completions):
+            completions = [c[:budget] for c in completions]
+            report.completion_truncated += 1
+        if any(len(c) == 0 for c in completions):
+            report.drop("completion empty after truncation")
+            return None
+        return prompt_ids, completions

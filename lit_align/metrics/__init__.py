@@ -1,0 +1,5 @@
+"""torchmetrics for alignment: exact across batches, gradient accumulation and DDP (sum/count states)."""
+
+from lit_align.metrics.preference import PreferenceMetrics
+
+__all__ = ["PreferenceMetrics"]

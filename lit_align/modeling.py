@@ -1,0 +1,82 @@
+"""Loading policies and tokenizers: hub name, local path, or the embedded default.
+
+Model names understood everywhere a ``model`` argument appears:
+
+* ``embedded:tiny`` / ``embedded:micro`` — a randomly initialised Llama-family model with the
+  embedded word-level tokenizer (built locally, no download);
+* a local directory written by ``save_pretrained`` (our exported policies included);
+* a Hugging Face hub name such as ``HuggingFaceH4/mistral-7b-sft-beta`` (needs network or cache).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+EMBEDDED_PREFIX = "embedded:"
+
+
+def is_embedded(name: str) -> bool:
+    return name.startswith(EMBEDDED_PREFIX)
+
+
+def _check_local(name: str) -> None:
+    # A relative path that does not exist is most often a stage that has not been run yet
+    # (e.g. the DPO config points at the SFT export); say so instead of a hub 404 or a
+    # repo-id validation error from deep inside huggingface_hub.
+    looks_local = name.startswith((".", "/", "~")) or (os.sep in name and name.count("/") != 1) or name.startswith("data/")
+    if looks_local and not os.path.isdir(os.path.expanduser(name)):
+        raise FileNotFoundError(
+            f"model directory {name!r} does not exist. If it is the output of an earlier stage, run that "
+            "stage first (for the quickstart: `make sft`, or `python -m lit_align fit --config configs/sft.yaml`)."
+        )
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Tokenizer for ``name``; gives it a pad token (= EOS) when it has none, as Llama/Mistral lack one."""
+    if is_embedded(name):
+        from lit_align.embedded.tokenizer import build_tokenizer
+
+        tokenizer = build_tokenizer()
+    else:
+        _check_local(name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        except OSError as error:
+            raise OSError(f"could not load a tokenizer for {name!r}: not a local directory and not in the hub cache") from error
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer {name!r} has neither a pad nor an EOS token; set tokenizer.pad_token before training")
+        # Padding is masked out of both attention and loss, so reusing EOS as pad is safe; the real
+        # EOS that ends each completion stays in the loss mask.
+        tokenizer.pad_token = tokenizer.eos_token
+        rank_zero_info(f"lit_align: tokenizer {name!r} has no pad token; using EOS ({tokenizer.eos_token!r}) for padding")
+    return tokenizer
+
+
+def load_causal_lm(
+    name: str,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """Causal LM by name (see module docstring). ``dtype`` e.g. "bfloat16"; None keeps the checkpoint's."""
+    if is_embedded(name):
+        from lit_align.embedded.model import build_model
+
+        model = build_model(tokenizer or load_tokenizer(name), size=name[len(EMBEDDED_PREFIX) :], seed=seed)
+        return model.to(getattr(torch, dtype)) if dtype else model
+    _check_local(name)
+    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+    # trust_remote_code stays off unless asked: it runs Python shipped with the checkpoint.
+    try:
+        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as error:
+        raise OSError(
+            f"could not load model {name!r}: it is not a local directory, and the hub copy is not cached "
+            "(this machine may have no hub access). Pass a local path written by save_pretrained, or embedded:tiny."
+        ) from error
