@@ -75,28 +75,27 @@ class SampledEvaluation(Callback):
             self._loaded_reference = load_causal_lm(name).to(pl_module.device).eval().requires_grad_(False)
         return self._loaded_reference
 
-    def evaluate(self, pl_module: LightningModule, datamodule) -> dict[str, float]:
+    def measure(self, policy: PreTrainedModel, datamodule, reference: PreTrainedModel | None = None) -> dict[str, float]:
+        """Reward (and KL to ``reference``, if given) of samples from ``policy`` on held-out prompts."""
         tokenizer = datamodule.tokenizer
         texts, prompt_ids = zip(*datamodule.eval_prompts(self.num_prompts))
-        policy = pl_module.policy.policy
+        was_training = policy.training
         samples = sample_completions(policy, tokenizer, list(prompt_ids), self.samples_per_prompt, self.max_new_tokens, seed=self.seed)
         prompts = [p for p in prompt_ids for _ in range(self.samples_per_prompt)]
         completions = [c for per_prompt in samples for c in per_prompt]
         decoded = [tokenizer.decode(c, skip_special_tokens=True) for c in completions]
         rewards = self.reward([t for t in texts for _ in range(self.samples_per_prompt)], decoded)
         result = {"eval/reward": rewards.mean().item(), "eval/length": sum(map(len, completions)) / len(completions)}
-        reference = self._reference(pl_module)
         if reference is not None:
             pad = tokenizer.pad_token_id
-            was_training = policy.training
             policy.eval()
             kl = sequence_logps_of(policy, prompts, completions, pad) - sequence_logps_of(reference, prompts, completions, pad)
-            policy.train(was_training)
             result["eval/kl"] = kl.mean().item()
+        policy.train(was_training)
         return result
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or trainer.datamodule is None:
             return
-        self.last = self.evaluate(pl_module, trainer.datamodule)
+        self.last = self.measure(pl_module.policy.policy, trainer.datamodule, self._reference(pl_module))
         pl_module.log_dict(self.last, sync_dist=True)
