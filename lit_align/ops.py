@@ -63,7 +63,12 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
     happens for x > -6e-8 in fp32 — a log-prob that close to 0 is ordinary for a confident model.
     """
     x = x.to(torch.float32).clamp(max=-torch.finfo(torch.float32).tiny)
-    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    near_zero = x > -0.6931471805599453
+    # Each branch only sees inputs where it is stable: torch.where would otherwise back-propagate
+    # 0 * inf = NaN from the branch it did not select.
+    a = torch.log(-torch.expm1(torch.where(near_zero, x, torch.full_like(x, -1.0))))
+    b = torch.log1p(-torch.exp(torch.where(near_zero, torch.full_like(x, -1.0), x)))
+    return torch.where(near_zero, a, b)
 
 
 def pad_right(sequences: list[list[int]], pad_value: int, length: int | None = None) -> torch.Tensor:

@@ -1,0 +1,29 @@
+# Everything a fresh machine needs. `make quickstart` and `make test` install first.
+PYTHON ?= python3
+# CPU machines: this pin takes the local CPU wheel; a looser spec can pull a multi-GB CUDA build.
+# On a GPU machine use e.g. `make install TORCH_SPEC=torch` (or keep the torch it already has).
+TORCH_SPEC ?= torch==2.13.0
+CONFIGS = --config configs/base.yaml
+
+.PHONY: install quickstart sft dpo test test-fast bench clean
+
+install:
+	$(PYTHON) -m pip install -q "$(TORCH_SPEC)"
+	$(PYTHON) -m pip install -q -e ".[test,lora,plot,bench]"
+
+quickstart: install sft dpo
+
+sft:
+	$(PYTHON) -m lit_align fit $(CONFIGS) --config configs/data/embedded_sft.yaml --config configs/algorithm/sft.yaml
+
+dpo:
+	$(PYTHON) -m lit_align fit $(CONFIGS) --config configs/data/embedded_pairs.yaml --config configs/algorithm/dpo.yaml
+
+test: install
+	$(PYTHON) -m pytest -q
+
+test-fast:
+	$(PYTHON) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf runs data/cache
