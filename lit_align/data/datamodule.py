@@ -7,6 +7,7 @@ example (``encode_row``) and how examples become a typed batch (``collate``).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -16,8 +17,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lit_align.data.embedded import embedded_rows
+from lit_align.data.samplers import ResumableBatchSampler, ResumableDataLoader
 from lit_align.data.sources import load_rows, select_columns
-from lit_align.data.tokenize import ChatTemplateMode, DataError, DataReport, PromptCompletionEncoder, is_messages
+from lit_align.data.tokenize import ChatTemplateMode, DataError, DataReport, PromptCompletionEncoder, check_messages, is_messages
 from lit_align.modeling import is_embedded, load_tokenizer
 
 
@@ -31,9 +33,16 @@ def check_text(value: Any, where: str, report: DataReport, field: str) -> bool:
             report.drop(f"empty {field}")
             return False
         return True
+    if isinstance(value, list) and not value:
+        report.drop(f"empty {field}")
+        return False
     if is_messages(value):
+        check_messages(value, f"{where}, field {field!r}")
         return True
-    raise DataError(f"{where}: field {field!r} must be a string or a list of chat messages, got {type(value).__name__}: {value!r:.80}")
+    hint = ""
+    if isinstance(value, list) and value and isinstance(value[0], dict) and {"from", "value"} <= set(value[0]):
+        hint = " This looks like ShareGPT ({'from', 'value'}); convert it to {'role', 'content'} with roles user/assistant."
+    raise DataError(f"{where}: field {field!r} must be a string or a list of {{'role', 'content'}} chat messages, got {type(value).__name__}: {value!r:.80}.{hint}")
 
 
 class AlignmentDataModule(LightningDataModule):
@@ -60,6 +69,8 @@ class AlignmentDataModule(LightningDataModule):
         eval_batch_size: Validation batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes.
         seed: Seed for shuffling, held-out splits and generated data.
+        group_by_length: Batch training examples of similar length together (order still shuffled,
+            deterministic under ``seed``): less padding, so less wasted compute on mixed lengths.
     """
 
     required_columns: tuple[str, ...] = ()
@@ -84,6 +95,7 @@ class AlignmentDataModule(LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        group_by_length: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -103,11 +115,14 @@ class AlignmentDataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.group_by_length = group_by_length
         self.tokenizer = None
         self.reports: dict[str, DataReport] = {}
         self.train_examples: list[dict] = []
         self.val_examples: list[dict] = []
         self.val_rows: Dataset | None = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._loader_state: dict[str, int] | None = None
 
     # ----- loading -----------------------------------------------------------------------------
     def _rows(self, split: str) -> Dataset:
@@ -139,19 +154,40 @@ class AlignmentDataModule(LightningDataModule):
     def collate(self, examples: list[dict]) -> Any:
         raise NotImplementedError
 
+    def select_rows(self, rows: Dataset, name: str) -> Dataset:
+        """Map the user's columns onto ours and check the required ones. A subclass that reshapes
+        rows before encoding (e.g. unpairing preference pairs for KTO) overrides this."""
+        return select_columns(rows, self.required_columns, self.columns, f"{self.dataset} ({name})")
+
+    def check_columns(self, columns: list[str], source: str) -> None:
+        """Dataset-level column check beyond ``required_columns`` (e.g. alternatives); raises DataError."""
+
+    def example_length(self, example: dict) -> int:
+        """Length of the longest row the example becomes: prompt + its longest completion."""
+        completions = [len(v) for k, v in example.items() if k.endswith("_ids") and k != "prompt_ids"]
+        return len(example["prompt_ids"]) + max(completions, default=0)
+
     def _encode(self, rows: Dataset, name: str) -> list[dict]:
-        rows = select_columns(rows, self.required_columns, self.columns, f"{self.dataset} ({name})")
+        source = f"{self.dataset} ({name})"
+        rows = self.select_rows(rows, name)
+        self.check_columns(rows.column_names, source)
         report = DataReport(name=f"{self.dataset} [{name}]", total=len(rows))
-        examples = []
-        for index, row in enumerate(rows):
-            example = self.encode_row(row, f"{self.dataset} [{name}] row {index}", report)
-            if example is not None:
-                examples.append(example)
+        examples, index = [], -1
+        try:
+            for index, row in enumerate(rows):
+                example = self.encode_row(row, f"{self.dataset} [{name}] row {index}", report)
+                if example is not None:
+                    examples.append(example)
+        except UnicodeDecodeError as error:  # Arrow decodes strings lazily, row by row
+            raise DataError(f"{self.dataset} [{name}] row {index + 1}: text is not valid UTF-8 ({error}); re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from error
         report.kept = len(examples)
         self.reports[name] = report
         rank_zero_info(f"lit_align: {report.summary()}")
         if not examples:
-            raise DataError(f"{self.dataset} [{name}]: no usable examples left ({report.summary()}); check the columns and max_length")
+            raise DataError(
+                f"{self.dataset} [{name}]: no usable examples left ({report.summary()}). Check the column mapping (`columns`), "
+                "that prompts/completions are non-empty, and that max_length/max_prompt_length leave room for a completion."
+            )
         return examples
 
     def setup(self, stage: str | None = None) -> None:
@@ -159,17 +195,82 @@ class AlignmentDataModule(LightningDataModule):
             return
         self.tokenizer = load_tokenizer(self.model)
         self.encoder = PromptCompletionEncoder(self.tokenizer, self.max_length, self.max_prompt_length, self.chat_template)
+        self._check_model_fits()
         train_rows, self.val_rows = self.load_splits()
         self.train_examples = self._encode(train_rows, "train")
         self.val_examples = self._encode(self.val_rows, "validation")
+        if len(self.train_examples) < self.batch_size:
+            raise DataError(
+                f"{self.dataset} [train]: {len(self.train_examples)} usable example(s), fewer than batch_size={self.batch_size}, "
+                "so no full training batch exists; lower data.init_args.batch_size or add data."
+            )
+        self._log_reports()
+
+    def _check_model_fits(self) -> None:
+        # A sequence longer than the model's position table fails deep inside the embedding lookup.
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        config = getattr(getattr(getattr(module, "policy", None), "policy", None), "config", None)
+        limit = getattr(config, "max_position_embeddings", None)
+        if isinstance(limit, int) and self.max_length > limit:
+            raise DataError(f"max_length={self.max_length} exceeds the model's max_position_embeddings={limit}; set data.init_args.max_length <= {limit}")
+
+    # ----- reporting ---------------------------------------------------------------------------
+    def report_metrics(self) -> dict[str, float]:
+        """What tokenisation kept, truncated and dropped, per split, as ``data/<split>/...`` scalars."""
+        metrics = {}
+        for split, report in self.reports.items():
+            metrics[f"data/{split}/kept"] = report.kept
+            metrics[f"data/{split}/dropped"] = sum(report.dropped.values())
+            metrics[f"data/{split}/truncated_prompt"] = report.prompt_truncated
+            metrics[f"data/{split}/truncated_completion"] = report.completion_truncated
+            for reason, count in report.dropped.items():
+                metrics[f"data/{split}/dropped_{re.sub(r'[^a-z0-9]+', '_', reason.lower()).strip('_')}"] = count
+        return metrics
+
+    def _log_reports(self) -> None:
+        trainer = self.trainer
+        if trainer is None or not trainer.loggers:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics(self.report_metrics(), step=0)
+            logger.log_hyperparams({"data_report": " | ".join(r.summary() for r in self.reports.values())})
+
+    def teardown(self, stage: str) -> None:
+        # Repeat the counts at the end of fit, where they are not scrolled away by training logs.
+        if stage == "fit" and self.reports:
+            for report in self.reports.values():
+                rank_zero_info(f"lit_align: data report: {report.summary()}")
 
     # ----- loaders -----------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_examples, self.batch_size, shuffle=True, generator=generator, collate_fn=self.collate, num_workers=self.num_workers, drop_last=True)
+        trainer = self.trainer
+        sampler = ResumableBatchSampler(
+            [self.example_length(ex) for ex in self.train_examples],
+            self.batch_size,
+            seed=self.seed,
+            group_by_length=self.group_by_length,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+        # An explicit generator keeps DataLoader iteration from drawing on the global RNG, which a
+        # resumed run would otherwise see in a different state than an uninterrupted one.
+        self._train_loader = ResumableDataLoader(self.train_examples, sampler, collate_fn=self.collate, num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
+        if self._loader_state is not None:
+            self._train_loader.load_state_dict(self._loader_state)
+        return self._train_loader
+
+    # The loader position travels in the DataModule's checkpoint entry: Lightning builds the train
+    # loader early (estimated_stepping_batches) and then skips restoring its own loader state.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loader_state = state_dict.get("train_loader")
+        if self._loader_state is not None and self._train_loader is not None:
+            self._train_loader.load_state_dict(self._loader_state)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_examples, self.eval_batch_size, shuffle=False, collate_fn=self.collate, num_workers=self.num_workers)
+        return DataLoader(self.val_examples, self.eval_batch_size, shuffle=False, collate_fn=self.collate, num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
 
     def eval_prompts(self, n: int) -> list[tuple[str, list[int]]]:
         """Up to ``n`` held-out prompts as (rendered text, token ids) for sampling-based evaluation."""

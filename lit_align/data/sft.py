@@ -15,6 +15,15 @@ class SFTDataModule(AlignmentDataModule):
 
     embedded_default = "embedded:demonstrations"
 
+    def check_columns(self, columns: list[str], source: str) -> None:
+        if "completion" not in columns and "messages" not in columns:
+            raise DataError(
+                f"{source}: needs columns prompt+completion, or messages; available: {columns}. "
+                "Map yours with e.g. `columns: {completion: response}` in the data config."
+            )
+        if "completion" in columns and "prompt" not in columns:
+            raise DataError(f"{source}: has a completion column but no prompt column; available: {columns}. Map it with `columns: {{prompt: your_column}}`.")
+
     def encode_row(self, row: dict, where: str, report: DataReport) -> dict | None:
         if "messages" in row and row.get("completion") is None:
             if not check_text(row["messages"], where, report, "messages"):

@@ -27,6 +27,8 @@ def load_rows(
             builder = LOCAL_BUILDERS.get(os.path.splitext(path)[1].lower())
             if builder is None:
                 raise DataError(f"{dataset}: unsupported file type; use one of {sorted(LOCAL_BUILDERS)}")
+            if os.path.getsize(path) == 0:
+                raise DataError(f"{dataset}: the file is empty; point `dataset` at a file with rows")
             return datasets.load_dataset(builder, data_files={split: path}, split=split)
         if os.path.isdir(path) and os.path.exists(os.path.join(path, "dataset_dict.json")):
             loaded = datasets.load_from_disk(path)
@@ -40,6 +42,9 @@ def load_rows(
         raise
     except UnicodeDecodeError as error:
         raise DataError(f"{dataset}: file is not valid UTF-8 ({error}); re-encode it as UTF-8") from error
+    except datasets.exceptions.DatasetGenerationError as error:
+        # The builder's own message is on the cause (e.g. a JSON syntax error with its line).
+        raise DataError(f"{dataset}: could not parse the file: {error.__cause__ or error}. Check that it is valid {os.path.splitext(path)[1] or 'data'} (one JSON object per line for .jsonl)") from error
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
         raise DataError(
             f"could not load dataset {dataset!r} (split {split!r}): {error}. Give a local file (.json/.jsonl/.parquet/.csv), "

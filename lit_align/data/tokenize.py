@@ -52,6 +52,22 @@ def is_messages(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
 
 
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+def check_messages(value: Messages, where: str) -> None:
+    """Roles must be ones chat templates know; content must be text. Raises DataError naming the turn."""
+    for turn, message in enumerate(value):
+        role, content = message["role"], message["content"]
+        if role not in CHAT_ROLES:
+            raise DataError(
+                f"{where}: message {turn} has role {role!r}; roles must be one of {list(CHAT_ROLES)}. "
+                "Rename them before training (e.g. human -> user, gpt/bot -> assistant)."
+            )
+        if not isinstance(content, str):
+            raise DataError(f"{where}: message {turn} ({role}) has content of type {type(content).__name__}; it must be a string")
+
+
 def assistant_text(value: Any, where: str) -> str:
     """The completion as text: a string, or the last assistant turn of a message list."""
     if isinstance(value, str):
@@ -59,7 +75,7 @@ def assistant_text(value: Any, where: str) -> str:
     if is_messages(value):
         turns = [m for m in value if m["role"] == "assistant"]
         if not turns:
-            raise DataError(f"{where}: message list has no assistant turn; a completion must end with one")
+            raise DataError(f"{where}: message list has no assistant turn; a completion must contain one (role 'assistant')")
         return turns[-1]["content"]
     raise DataError(f"{where}: expected a string or a list of {{'role', 'content'}} messages, got {type(value).__name__}")
 
@@ -67,7 +83,8 @@ def assistant_text(value: Any, where: str) -> str:
 def split_conversation(value: Messages, where: str) -> tuple[Messages, str]:
     """TRL/UltraFeedback convention: ``chosen`` holds the whole conversation; split off the last assistant turn."""
     if not value or value[-1].get("role") != "assistant":
-        raise DataError(f"{where}: conversation must end with an assistant turn")
+        last = value[-1].get("role") if value else None
+        raise DataError(f"{where}: conversation must end with an assistant turn (the completion to train on), but its last turn is {last!r}; drop or fix this row")
     return value[:-1], value[-1]["content"]
 
 
