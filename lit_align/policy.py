@@ -4,12 +4,20 @@ Algorithms ask this object for log-probs and never learn where the reference com
 
 * ``copy`` — a frozen deep copy of the initial policy (eval mode, no grads): DPO/IPO/KTO/BOND.
 * ``none`` — no reference is built or held in memory (ORPO, SimPO, SFT).
+* ``precomputed`` — one no-grad pass over the dataset before training computes the reference
+  log-probs of every example (``lit_align.reference_cache``), cached on disk; batches carry them
+  (``batch.reference_logps``) and no reference model is held while training.
+* ``adapter`` — LoRA adapters (``peft``) are trained on top of the starting weights; the reference
+  is the same weights with the adapters switched off, so no second copy exists. The reference is
+  the starting model itself: a policy that already carries an (SFT) adapter has it merged first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -17,16 +25,69 @@ from transformers import PreTrainedModel
 
 from lit_align.ops import SequenceLogps, sequence_logps
 
-ReferenceMode = Literal["copy", "none"]
+ReferenceMode = Literal["copy", "none", "precomputed", "adapter"]
+REFERENCE_MODES = ("copy", "none", "precomputed", "adapter")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters for ``reference: adapter`` (Hu et al. 2021, arXiv 2106.09685).
+
+    Args:
+        r: Rank of the update ``B A``.
+        alpha: Scale ``alpha / r`` of the update.
+        dropout: Dropout on the adapter input.
+        target_modules: Module names to adapt; ``all-linear`` adapts every linear layer but the head.
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+
+
+def _merge_existing_adapters(policy: nn.Module) -> nn.Module:
+    # A policy loaded with an SFT adapter must keep it in the reference: the reference is the model
+    # the adapter starts from, not the bare base underneath (the silent mismatch to avoid).
+    from peft import PeftModel
+
+    if isinstance(policy, PeftModel):
+        return policy.merge_and_unload()
+    if getattr(policy, "_hf_peft_config_loaded", False):
+        raise ValueError(
+            "reference='adapter' got a model that already carries a PEFT adapter loaded by transformers; "
+            "merge it first (PeftModel.from_pretrained(base, path).merge_and_unload().save_pretrained(out)) "
+            "and train from the merged folder, so the reference is that SFT model and not its bare base"
+        )
+    return policy
+
+
+def add_lora(policy: PreTrainedModel, settings: LoraSettings) -> nn.Module:
+    """``policy`` wrapped as a ``PeftModel`` whose only trainable parameters are the LoRA matrices."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:  # pragma: no cover - peft is an optional extra
+        raise ImportError("reference='adapter' needs peft: pip install 'lit_align[lora]'") from error
+    policy = _merge_existing_adapters(policy)
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=settings.target_modules, task_type="CAUSAL_LM")
+    model = get_peft_model(policy, config)
+    if getattr(policy, "is_activation_checkpointing", getattr(policy, "is_gradient_checkpointing", False)):
+        # Checkpointed blocks with frozen inputs would get no gradient into the adapters.
+        model.enable_input_require_grads()
+    return model
 
 
 class PolicyWithReference(nn.Module):
-    def __init__(self, policy: PreTrainedModel, reference: ReferenceMode = "copy") -> None:
+    """The policy and its reference (see module docstring for the modes)."""
+
+    def __init__(self, policy: PreTrainedModel, reference: ReferenceMode = "copy", lora: LoraSettings | None = None) -> None:
         super().__init__()
-        if reference not in ("copy", "none"):
-            raise ValueError(f"unknown reference mode {reference!r}; expected 'copy' or 'none'")
+        if reference not in REFERENCE_MODES:
+            raise ValueError(f"unknown reference mode {reference!r}; expected one of {', '.join(REFERENCE_MODES)}")
+        if lora is not None and reference != "adapter":
+            raise ValueError(f"LoRA settings are only used with reference='adapter' (got reference={reference!r})")
         self.mode = reference
-        self.policy = policy
+        self.policy = add_lora(policy, lora or LoraSettings()) if reference == "adapter" else policy
         self.reference: PreTrainedModel | None = None
         if reference == "copy":
             self.reference = copy.deepcopy(policy)
@@ -51,9 +112,41 @@ class PolicyWithReference(nn.Module):
     def policy_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> SequenceLogps:
         return sequence_logps(self.logits(input_ids, attention_mask), input_ids, loss_mask)
 
+    @contextlib.contextmanager
+    def reference_weights(self):
+        """The policy module acting as the reference: adapters disabled and dropout off."""
+        if self.mode != "adapter":
+            raise RuntimeError(f"reference_weights() is for reference='adapter', not {self.mode!r}")
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with self.policy.disable_adapter():
+                yield self.policy
+        finally:
+            self.policy.train(was_training)
+
     @torch.no_grad()
-    def reference_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> SequenceLogps:
-        if self.reference is None:
+    def reference_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, batch: Any = None) -> SequenceLogps:
+        """log pi_ref(y|x) per row. ``batch`` supplies precomputed values (``batch.reference_logps``)."""
+        if self.mode == "none":
             raise RuntimeError("this algorithm runs without a reference model (reference='none'), so no reference log-probs exist")
+        if self.mode == "precomputed":
+            cached = getattr(batch, "reference_logps", None)
+            if cached is None:
+                raise RuntimeError(
+                    "reference='precomputed' but the batch carries no reference_logps: the precompute pass runs at fit/validate "
+                    "start (lit_align.reference_cache.precompute_reference) and its DataModule collate must attach them"
+                )
+            return SequenceLogps(*(t.to(device=input_ids.device, dtype=torch.float32) for t in cached))
+        if self.mode == "adapter":
+            with self.reference_weights() as reference:
+                logits = reference(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            return sequence_logps(logits, input_ids, loss_mask)
         logits = self.reference(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         return sequence_logps(logits, input_ids, loss_mask)
+
+    def export_model(self) -> PreTrainedModel:
+        """A plain ``PreTrainedModel`` to ``save_pretrained``: LoRA adapters are merged into a copy."""
+        if self.mode == "adapter":
+            return copy.deepcopy(self.policy).merge_and_unload()
+        return self.policy

@@ -16,7 +16,8 @@ from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from lit_align.modeling import load_causal_lm, load_tokenizer
-from lit_align.policy import PolicyWithReference, ReferenceMode
+from lit_align.policy import LoraSettings, PolicyWithReference, ReferenceMode
+from lit_align.reference_cache import precompute_reference
 
 REFERENCE_PREFIX = "policy.reference."
 
@@ -42,7 +43,11 @@ class AlignmentModule(LightningModule):
 
     Args:
         model: Policy to train: ``embedded:tiny``, a local ``save_pretrained`` folder, or a hub name.
-        reference: ``copy`` (frozen copy of the initial policy) or ``none``; default per algorithm.
+        reference: ``copy`` (frozen copy of the initial policy), ``none``, ``precomputed`` (reference
+            log-probs computed once before training and cached on disk; no reference model held) or
+            ``adapter`` (LoRA on the policy; the reference is the same weights, adapters off); default per algorithm.
+        lora: LoRA rank/alpha/dropout/targets for ``reference: adapter``.
+        reference_batch_size: Batch size of the one-off pass of ``reference: precomputed``.
         optimizer: Optimiser class and its arguments, e.g. ``{class_path: torch.optim.AdamW, init_args: {lr: 5e-6}}``.
         lr_scheduler: A scheduler to use instead of the built-in warmup schedule.
         warmup_ratio: Share of training steps with linear LR warmup (built-in schedule).
@@ -58,6 +63,8 @@ class AlignmentModule(LightningModule):
         self,
         model: str = "embedded:tiny",
         reference: ReferenceMode | None = None,
+        lora: LoraSettings | None = None,
+        reference_batch_size: int = 64,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         warmup_ratio: float = 0.1,
@@ -74,7 +81,7 @@ class AlignmentModule(LightningModule):
         policy = load_causal_lm(model, load_tokenizer(model, trust_remote_code), dtype=dtype, trust_remote_code=trust_remote_code)
         if gradient_checkpointing:
             policy.gradient_checkpointing_enable()
-        self.policy = PolicyWithReference(policy, reference or self.default_reference)
+        self.policy = PolicyWithReference(policy, reference or self.default_reference, lora)
 
     @classmethod
     def algorithm_name(cls) -> str:
@@ -98,6 +105,15 @@ class AlignmentModule(LightningModule):
         if logs:
             self.log_dict({f"{stage}/{k}": v.detach().float() for k, v in logs.items()}, on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
         return loss
+
+    def on_fit_start(self) -> None:
+        # reference='precomputed': one no-grad pass over the data (cached on disk) before any step.
+        if self.policy.mode == "precomputed":
+            precompute_reference(self, self.trainer.datamodule, self.hparams.reference_batch_size)
+
+    def on_validation_start(self) -> None:
+        if self.policy.mode == "precomputed":
+            precompute_reference(self, self.trainer.datamodule, self.hparams.reference_batch_size)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -131,6 +147,6 @@ class AlignmentModule(LightningModule):
     # ----- export ------------------------------------------------------------------------------
     def export(self, directory: str, tokenizer: Any = None) -> None:
         """Write the policy (safetensors) and tokenizer with ``save_pretrained``: any HF tool loads it."""
-        self.policy.policy.save_pretrained(directory, safe_serialization=True)
+        self.policy.export_model().save_pretrained(directory, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)

@@ -41,7 +41,7 @@ class PairwiseAlignmentModule(AlignmentModule):
         policy = _halves(self.policy.policy_logps(batch.input_ids, batch.attention_mask, batch.loss_mask), n)
         if not self.policy.has_reference:
             return PairLogps(*policy, None, None)
-        reference = _halves(self.policy.reference_logps(batch.input_ids, batch.attention_mask, batch.loss_mask), n)
+        reference = _halves(self.policy.reference_logps(batch.input_ids, batch.attention_mask, batch.loss_mask, batch=batch), n)
         return PairLogps(*policy, *reference)
 
     def pair_loss(self, logps: PairLogps) -> tuple[DPOOutput, dict[str, torch.Tensor]]:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lit_align.ops import SequenceLogps
+
 
 @dataclass
 class SequenceBatch:
@@ -25,8 +27,68 @@ class PairwiseBatch(SequenceBatch):
 
     Both halves go through ONE forward pass, as in the DPO reference code: half the kernel launches
     and identical padding/dropout treatment for the two sides of a pair.
+
+    ``reference_logps`` holds cached log pi_ref(y|x) of the 2B rows with ``reference: precomputed``
+    (``lit_align.reference_cache``); None otherwise.
     """
+
+    reference_logps: SequenceLogps | None = None
 
     @property
     def num_pairs(self) -> int:
         return self.input_ids.shape[0] // 2
+
+
+@dataclass
+class UnpairedBatch(SequenceBatch):
+    """B unpaired examples (KTO) as 2B rows, padded together.
+
+    Rows [0, B) are prompt_i + completion_i with ``labels[i]`` True for desirable and False for
+    undesirable. Rows [B, 2B) are the mismatched pairs KTO's reference point z0 is estimated from:
+    prompt_i + completion_j with j = (i - shift) mod B, a rotation that never gives a completion
+    back to its own prompt. The policy needs gradients only on the first half; the reference
+    reads all 2B rows in one forward.
+    """
+
+    labels: torch.Tensor
+
+    @property
+    def num_examples(self) -> int:
+        return self.labels.shape[0]
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+
+@dataclass
+class BestOfNBatch:
+    """B prompts, each with N reference (anchor) completions and their rewards: BOND's input.
+
+    Token ids stay ragged lists: every consumer — ``generate`` for the policy samples and
+    ``sequences_with_mask`` for the forward passes — takes ragged lists, so padding them into
+    tensors here would only be undone. In online mode ``completion_ids``/``rewards`` are None until
+    the algorithm samples them from its anchor (``BestOfNDataModule.complete``).
+    """
+
+    prompt_ids: list[list[int]]
+    prompt_texts: list[str]
+    completion_ids: list[list[list[int]]] | None = None
+    rewards: torch.Tensor | None = None  # [B, N], float32
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def has_completions(self) -> bool:
+        return self.completion_ids is not None and self.rewards is not None
+
+    @property
+    def num_samples(self) -> int:
+        return 0 if self.rewards is None else self.rewards.shape[1]
+
+    def best_completions(self) -> list[list[int]]:
+        """The highest-reward completion of each prompt (ties: the first), i.e. a Best-of-N sample."""
+        if not self.has_completions:
+            raise ValueError("this BestOfNBatch has no completions yet (online mode: sample them first)")
+        best = self.rewards.argmax(dim=-1).tolist()
+        return [completions[i] for completions, i in zip(self.completion_ids, best)]

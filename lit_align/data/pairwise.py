@@ -6,6 +6,7 @@ from lit_align.data.batches import PairwiseBatch
 from lit_align.data.collate import sequences_with_mask
 from lit_align.data.datamodule import AlignmentDataModule, check_text
 from lit_align.data.tokenize import DataReport, assistant_text, is_messages, split_conversation
+from lit_align.reference_cache import collate_reference_logps
 
 
 class PairwiseDataModule(AlignmentDataModule):
@@ -44,4 +45,4 @@ class PairwiseDataModule(AlignmentDataModule):
     def collate(self, examples: list[dict]) -> PairwiseBatch:
         prompts = [ex["prompt_ids"] for ex in examples] * 2
         completions = [ex["chosen_ids"] for ex in examples] + [ex["rejected_ids"] for ex in examples]
-        return PairwiseBatch(*sequences_with_mask(prompts, completions, self.tokenizer.pad_token_id))
+        return PairwiseBatch(*sequences_with_mask(prompts, completions, self.tokenizer.pad_token_id), reference_logps=collate_reference_logps(examples))

@@ -1,0 +1,147 @@
+"""Precomputed reference log-probs (``reference: precomputed``).
+
+The reference model is frozen, so log pi_ref(y|x) of every training/validation example is a constant
+of the dataset: compute it once, before training, with a batch size of its own (no gradients, no
+optimiser state: much larger batches fit than for training), cache it on disk and drop the model.
+Training then holds ONE model and does ONE forward per step instead of two.
+
+The cache is keyed by the model's fingerprint (path + weight files' sizes/mtimes), its dtype and
+the trainer precision, and a digest of the *tokenised* examples — which covers the dataset, the
+tokenizer, chat template, ``max_length`` and truncation settings at once: change any of them and
+the key changes. Values live in each example dict under ``reference_logps`` as one (sum, count)
+per row of the example in collate order (pairwise: chosen then rejected); ``collate_reference_logps``
+turns a list of examples into the ``SequenceLogps`` a batch carries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import os
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from lit_align.data.embedded import cache_root, model_fingerprint
+from lit_align.modeling import load_causal_lm, load_tokenizer
+from lit_align.ops import SequenceLogps, sequence_logps
+
+REFERENCE_KEY = "reference_logps"
+# Bump when the row layout or what a value means changes, so old caches are not reused.
+CACHE_FORMAT = 1
+
+
+def collate_reference_logps(examples: list[dict]) -> SequenceLogps | None:
+    """Cached reference log-probs of a batch, rows side-major like the collate (all row-0s, then row-1s...)."""
+    if not examples or REFERENCE_KEY not in examples[0]:
+        return None
+    rows = len(examples[0][REFERENCE_KEY])
+    values = torch.tensor([ex[REFERENCE_KEY][k] for k in range(rows) for ex in examples], dtype=torch.float32)
+    return SequenceLogps(values[:, 0].contiguous(), values[:, 1].contiguous())
+
+
+def examples_digest(examples: list[dict]) -> str:
+    """Hash of the token ids of ``examples``: identical iff tokenised inputs are identical."""
+    digest = hashlib.sha1()
+    for ex in examples:
+        ids = {k: v for k, v in ex.items() if k.endswith("_ids")}
+        digest.update(json.dumps(ids, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def cache_path(model: str, dtype: str | None, precision: str, splits: dict[str, list[dict]]) -> str:
+    params = {
+        "format": CACHE_FORMAT,
+        "model": model_fingerprint(model),
+        "dtype": dtype,
+        "precision": precision,
+        "examples": {name: examples_digest(examples) for name, examples in splits.items()},
+    }
+    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(cache_root(), f"reference-{key}", "reference_logps.pt")
+
+
+@torch.no_grad()
+def compute_reference_logps(model: torch.nn.Module, collate, examples: list[dict], batch_size: int, device: torch.device, forward_context=None) -> torch.Tensor:
+    """[len(examples), rows, 2] tensor of (sum, count) of each example's rows under ``model``."""
+    out = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        batch = collate(chunk)
+        input_ids, attention_mask, loss_mask = (t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.loss_mask))
+        with forward_context() if forward_context is not None else contextlib.nullcontext():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        logps = sequence_logps(logits, input_ids, loss_mask)
+        rows = input_ids.shape[0] // len(chunk)
+        # Row k of example i sits at i + k * len(chunk) in the collated batch (side-major).
+        values = torch.stack([logps.sum, logps.count], dim=-1).float().cpu().view(rows, len(chunk), 2)
+        out.append(values.transpose(0, 1))
+    return torch.cat(out) if out else torch.zeros(0, 1, 2)
+
+
+def _attach(examples: list[dict], values: torch.Tensor) -> None:
+    if len(values) != len(examples):
+        raise RuntimeError(f"reference cache holds {len(values)} rows for {len(examples)} examples; delete it and rerun")
+    for example, rows in zip(examples, values.tolist()):
+        example[REFERENCE_KEY] = [tuple(r) for r in rows]
+
+
+def _gather(local: dict[str, torch.Tensor], world_size: int) -> list[dict[str, torch.Tensor]]:
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return [local]
+    parts: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(parts, local)
+    return parts
+
+
+def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64) -> str:
+    """Attach cached reference log-probs to ``datamodule``'s train/val examples; compute them if missing.
+
+    ``module`` is an ``AlignmentModule`` (its ``model_name``/``dtype`` say which weights the
+    reference is). Under DDP/FSDP every rank computes a strided share and the shares are gathered,
+    so the pass costs 1/world_size of the data per rank; rank 0 writes the cache. The reference
+    model is loaded only if the cache is missing and freed before training starts.
+    """
+    if datamodule is None or not hasattr(datamodule, "train_examples"):
+        raise RuntimeError("reference='precomputed' needs an AlignmentDataModule (its examples are what gets precomputed)")
+    if not datamodule.train_examples:
+        datamodule.setup("fit")
+    splits = {"train": datamodule.train_examples, "validation": datamodule.val_examples}
+    if all(REFERENCE_KEY in ex for examples in splits.values() for ex in examples):
+        return ""
+    trainer = getattr(module, "_trainer", None)  # None when called outside fit (tests, scripts)
+    precision = str(trainer.precision) if trainer is not None else "32-true"
+    dtype = module.hparams.get("dtype")
+    path = cache_path(module.model_name, dtype, precision, splits)
+    if os.path.exists(path):
+        cached = torch.load(path, map_location="cpu")
+        rank_zero_info(f"lit_align: reference log-probs loaded from {path}")
+    else:
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        rank_zero_info(f"lit_align: precomputing reference log-probs of {sum(map(len, splits.values()))} examples (batch size {batch_size}) ...")
+        trust = module.hparams.get("trust_remote_code", False)
+        reference = load_causal_lm(module.model_name, load_tokenizer(module.model_name, trust), dtype=dtype, trust_remote_code=trust)
+        reference.to(module.device).eval().requires_grad_(False)
+        context = trainer.precision_plugin.forward_context if trainer is not None else None
+        local = {name: compute_reference_logps(reference, datamodule.collate, examples[rank::world_size], batch_size, module.device, context) for name, examples in splits.items()}
+        del reference
+        gc.collect()
+        parts = _gather(local, world_size)
+        cached = {}
+        for name, examples in splits.items():
+            # Undo the striding: rank r computed examples r, r + W, r + 2W, ...
+            values = torch.zeros(len(examples), *parts[0][name].shape[1:])
+            for r, part in enumerate(parts):
+                values[r::world_size] = part[name]
+            cached[name] = values
+        if rank == 0:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            torch.save(cached, path + ".tmp")
+            os.replace(path + ".tmp", path)  # atomic: a crashed run never leaves a half-written cache
+            rank_zero_info(f"lit_align: reference log-probs cached at {path}")
+    for name, examples in splits.items():
+        _attach(examples, cached[name])
+    return path

@@ -1,0 +1,140 @@
+"""Reference modes of ``PolicyWithReference``: precomputed (cached on disk) and adapter (LoRA, no copy)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from benchmarks.workload import write_pairs
+from lit_align import reference_cache
+from lit_align.algorithms import DPO
+from lit_align.data.pairwise import PairwiseDataModule
+from lit_align.modeling import load_causal_lm, load_tokenizer
+from lit_align.ops import sequence_logps
+from lit_align.policy import LoraSettings, PolicyWithReference
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    return write_pairs(str(tmp_path / "pairs.jsonl"), 40, seed=3)
+
+
+def datamodule(path: str, **kwargs) -> PairwiseDataModule:
+    dm = PairwiseDataModule(model="embedded:tiny", dataset=path, val_fraction=0.2, batch_size=4, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def test_precomputed_matches_live_reference_and_reuses_cache(pairs, monkeypatch):
+    live = DPO(model="embedded:tiny", reference="copy")
+    cached = DPO(model="embedded:tiny", reference="precomputed", reference_batch_size=7)
+    # No reference model is held: the module is exactly one policy.
+    assert cached.policy.reference is None
+    assert sum(p.numel() for p in cached.parameters()) * 2 == sum(p.numel() for p in live.parameters())
+
+    dm = datamodule(pairs)
+    path = reference_cache.precompute_reference(cached, dm, batch_size=7)
+    assert os.path.exists(path)
+    # A batch of 4 pads differently from the precompute batches of 7: values must not depend on it.
+    batch = dm.collate(dm.train_examples[5:9])
+    assert batch.reference_logps is not None and batch.reference_logps.sum.shape == (8,)
+    expected = live.policy.reference_logps(batch.input_ids, batch.attention_mask, batch.loss_mask)
+    got = cached.policy.reference_logps(batch.input_ids, batch.attention_mask, batch.loss_mask, batch=batch)
+    torch.testing.assert_close(got.sum, expected.sum, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(got.count, expected.count)
+    # Policy == reference at the start: the DPO loss is log 2 (Eq. 7 at h = 0) from cached values too.
+    loss, _ = cached.compute_loss(batch, "train")
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-4)
+    val_batch = dm.collate(dm.val_examples)
+    assert val_batch.reference_logps.sum.shape == (2 * len(dm.val_examples),)
+
+    # A second run on the same data finds the cache and never builds a reference model.
+    def no_load(*args, **kwargs):
+        raise AssertionError("the reference model was loaded although the cache exists")
+
+    monkeypatch.setattr(reference_cache, "load_causal_lm", no_load)
+    dm2 = datamodule(pairs)
+    assert reference_cache.precompute_reference(cached, dm2) == path
+    assert dm2.train_examples[5][reference_cache.REFERENCE_KEY] == dm.train_examples[5][reference_cache.REFERENCE_KEY]
+    # Different tokenisation settings are a different key: the stale cache is not used.
+    with pytest.raises(AssertionError, match="was loaded"):
+        reference_cache.precompute_reference(cached, datamodule(pairs, max_length=14, max_prompt_length=6))
+
+
+def test_precomputed_without_cached_values_fails_clearly(pairs):
+    module = DPO(model="embedded:tiny", reference="precomputed")
+    dm = datamodule(pairs)
+    batch = dm.collate(dm.train_examples[:2])
+    with pytest.raises(RuntimeError, match="carries no reference_logps"):
+        module.compute_loss(batch, "train")
+
+
+def _logps(model, batch):
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    return sequence_logps(logits, batch.input_ids, batch.loss_mask).sum
+
+
+def test_adapter_reference_is_the_starting_model_with_one_copy_of_weights(pairs):
+    tokenizer = load_tokenizer("embedded:micro")
+    start = load_causal_lm("embedded:micro", tokenizer)
+    base_numel = sum(p.numel() for p in start.parameters())
+    pair = PolicyWithReference(load_causal_lm("embedded:micro", tokenizer), "adapter", LoraSettings(r=4, alpha=8))
+    dm = datamodule(pairs)
+    batch = dm.collate(dm.train_examples[:4])
+
+    trainable = [p for p in pair.parameters() if p.requires_grad]
+    assert trainable and all(n.count("lora_") for n, p in pair.named_parameters() if p.requires_grad)
+    frozen_numel = sum(p.numel() for p in pair.parameters() if not p.requires_grad)
+    assert frozen_numel == base_numel  # exactly one copy of the base weights, no reference copy
+    assert pair.reference is None
+
+    # Train the adapters a few steps: the policy moves, the reference stays the starting model.
+    optimizer = torch.optim.SGD(trainable, lr=1.0)
+    for _ in range(3):
+        loss = -pair.policy_logps(batch.input_ids, batch.attention_mask, batch.loss_mask).sum.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    start_logps = _logps(start, batch)
+    policy_logps = pair.policy_logps(batch.input_ids, batch.attention_mask, batch.loss_mask).sum.detach()
+    assert (policy_logps - start_logps).abs().max() > 0.1
+    reference = pair.reference_logps(batch.input_ids, batch.attention_mask, batch.loss_mask)
+    torch.testing.assert_close(reference.sum, start_logps, atol=1e-4, rtol=1e-5)
+    assert pair.policy.training  # reference pass restored the train/eval state
+
+    # The exported model is a plain model with the adapters merged: same log-probs as the policy.
+    exported = pair.export_model()
+    assert not any("lora_" in n for n, _ in exported.named_parameters())
+    torch.testing.assert_close(_logps(exported.eval(), batch), _logps(pair.policy.eval(), batch), atol=1e-4, rtol=1e-5)
+
+
+def test_adapter_on_an_sft_adapter_keeps_the_sft_model_as_reference(pairs):
+    from peft import LoraConfig, get_peft_model
+
+    tokenizer = load_tokenizer("embedded:micro")
+    sft = get_peft_model(load_causal_lm("embedded:micro", tokenizer), LoraConfig(r=4, target_modules="all-linear"))
+    with torch.no_grad():  # a "trained" SFT adapter: B != 0
+        for name, p in sft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    dm = datamodule(pairs)
+    batch = dm.collate(dm.train_examples[:4])
+    sft_logps = _logps(sft.eval(), batch)
+    base_logps = _logps(load_causal_lm("embedded:micro", tokenizer), batch)
+    assert (sft_logps - base_logps).abs().max() > 0.1
+    pair = PolicyWithReference(sft, "adapter", LoraSettings(r=4))
+    reference = pair.reference_logps(batch.input_ids, batch.attention_mask, batch.loss_mask)
+    # The reference is the SFT model (base + its adapter), not the bare base under it.
+    torch.testing.assert_close(reference.sum, sft_logps, atol=1e-4, rtol=1e-5)
+
+
+def test_unknown_mode_and_misplaced_lora_are_rejected():
+    model = load_causal_lm("embedded:micro")
+    with pytest.raises(ValueError, match="unknown reference mode"):
+        PolicyWithReference(model, "frozen")
+    with pytest.raises(ValueError, match="only used with reference='adapter'"):
+        PolicyWithReference(model, "copy", LoraSettings())
