@@ -1,0 +1,109 @@
+"""Evaluation of Best-of-N distillation: how close the policy gets to Best-of-N of the reference.
+
+Adds to ``SampledEvaluation``'s ``eval/reward``, ``eval/kl`` and ``eval/length``:
+
+* ``eval/quantile`` — mean reward quantile of the policy samples among reference samples of the
+  same prompt (MC estimate of p_le); the reference itself scores about 1/2 and Best-of-N
+  N/(N + 1) for a continuous reward;
+* ``eval/bon_reward`` — the Best-of-N reward of the reference, measured (unbiased estimate of the
+  expected maximum of N rewards from ``num_reference_samples`` samples per prompt);
+* ``eval/reference_reward`` — the reference's own mean reward (the starting point);
+* ``eval/bon_kl_analytic`` — log N - (N - 1)/N, the KL of Best-of-N to the reference: the
+  reference line for ``eval/kl``.
+
+The reference here is always the INITIAL model: iterative BOND and J-BOND move their anchor, and
+measuring against a moving anchor would hide the drift that ``eval/kl`` is meant to show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from lightning import LightningModule, Trainer
+from transformers import PreTrainedModel
+
+from lit_align.callbacks.sampled_eval import SampledEvaluation
+from lit_align.data.best_of_n import score_completions
+from lit_align.generation import sample_completions
+from lit_align.losses.bond import analytic_bon_kl, expected_best_of_n, quantile_estimate
+from lit_align.modeling import load_causal_lm
+from lit_align.rewards import LexiconSentimentReward, RewardFunction
+
+
+class _RecordingReward(RewardFunction):
+    """Keeps the last scores, so the quantile of the parent's policy samples needs no second draw."""
+
+    def __init__(self, inner: RewardFunction) -> None:
+        self.inner = inner
+        self.last: torch.Tensor | None = None
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        self.last = self.inner(prompts, completions)
+        return self.last
+
+
+class BestOfNEvaluation(SampledEvaluation):
+    """``SampledEvaluation`` plus the Best-of-N reference points (see module docstring).
+
+    Args:
+        best_of_n: N of the Best-of-N baseline; default: the DataModule's ``num_samples``.
+        num_reference_samples: Reference samples per prompt for the quantile and Best-of-N
+            estimates (at least ``best_of_n``); drawn once per run, the reference does not change.
+        reward, num_prompts, samples_per_prompt, max_new_tokens, kl_reference, seed: See
+            ``SampledEvaluation``; ``kl_reference="auto"`` means the initial model here.
+    """
+
+    def __init__(
+        self,
+        best_of_n: int | None = None,
+        num_reference_samples: int = 16,
+        reward: RewardFunction | None = None,
+        num_prompts: int = 64,
+        samples_per_prompt: int = 2,
+        max_new_tokens: int = 24,
+        kl_reference: str | None = "auto",
+        seed: int = 1234,
+    ) -> None:
+        super().__init__(_RecordingReward(reward or LexiconSentimentReward()), num_prompts, samples_per_prompt, max_new_tokens, kl_reference, seed)
+        self.best_of_n = best_of_n
+        self.num_reference_samples = num_reference_samples
+        self._reference_rewards: torch.Tensor | None = None
+
+    def initial_reference(self, pl_module: LightningModule) -> PreTrainedModel:
+        """The starting model: the module's frozen reference, or a fresh load when its anchor moves."""
+        if not getattr(pl_module, "anchor_moves", False) and pl_module.policy.reference is not None:
+            return pl_module.policy.reference
+        if self._loaded_reference is None:
+            self._loaded_reference = load_causal_lm(pl_module.model_name).to(pl_module.device).eval().requires_grad_(False)
+        return self._loaded_reference
+
+    def _reference(self, pl_module: LightningModule) -> PreTrainedModel | None:
+        if self.kl_reference == "auto":
+            return self.initial_reference(pl_module)
+        return super()._reference(pl_module)
+
+    def reference_rewards(self, reference: PreTrainedModel, datamodule, n: int) -> torch.Tensor:
+        """Rewards [P, m] of m reference samples per evaluation prompt, drawn once and cached."""
+        if self._reference_rewards is None:
+            texts, prompt_ids = zip(*datamodule.eval_prompts(self.num_prompts))
+            m = max(self.num_reference_samples, n)
+            samples = sample_completions(reference, datamodule.tokenizer, list(prompt_ids), m, self.max_new_tokens, batch_size=256, seed=self.seed + 1)
+            self._reference_rewards = score_completions(datamodule.tokenizer, self.reward.inner, list(texts), samples)
+        return self._reference_rewards
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or trainer.datamodule is None:
+            return
+        datamodule = trainer.datamodule
+        n = self.best_of_n or getattr(datamodule, "num_samples", 4)
+        self.last = self.measure(pl_module.policy.policy, datamodule, self._reference(pl_module))
+        policy_rewards = self.reward.last.view(-1, self.samples_per_prompt)
+        reference_rewards = self.reference_rewards(self.initial_reference(pl_module), datamodule, n)
+        self.last.update({
+            "eval/quantile": quantile_estimate(policy_rewards, reference_rewards).mean().item(),
+            "eval/bon_reward": expected_best_of_n(reference_rewards, n).mean().item(),
+            "eval/reference_reward": reference_rewards.mean().item(),
+            "eval/bon_kl_analytic": analytic_bon_kl(n),
+        })
+        pl_module.log_dict(self.last, sync_dist=True)

@@ -1,0 +1,92 @@
+"""A Hugging Face sequence-classification model as the reward: r(x, y) = its score of "prompt completion"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from lit_align.rewards.base import RewardFunction
+
+ScoreKind = Literal["logit", "probability", "log_odds"]
+
+
+class HFClassifierReward(RewardFunction):
+    """Reward from ``AutoModelForSequenceClassification`` loaded by hub name or local path.
+
+    A reward model with one output (``num_labels = 1``, the usual RLHF head) scores with its
+    logit. For a classifier with several labels (e.g. a sentiment model, as in the DPO paper's
+    IMDb task) name the ``label`` (index or name such as ``POSITIVE``) and how to read it.
+
+    Args:
+        model: Hub name or local ``save_pretrained`` directory (with its tokenizer).
+        label: Output index or label name to read; default 0 (the only output of a reward model).
+        score: ``logit`` of the label; its softmax ``probability``; or ``log_odds``
+            log p/(1 - p), which for two classes is the logit difference.
+        template: How prompt and completion are joined into the classified text.
+        batch_size: Texts per forward pass.
+        max_length: Longest text in tokens (cut from the left: the completion is at the end).
+        device: ``cuda``/``cpu``; default CUDA when available.
+        trust_remote_code: Allow model code shipped with a hub checkpoint to run (off by default).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        label: int | str = 0,
+        score: ScoreKind = "logit",
+        template: str = "{prompt} {completion}",
+        batch_size: int = 32,
+        max_length: int = 512,
+        device: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForSequenceClassification.from_pretrained(model, trust_remote_code=trust_remote_code)
+        except OSError as error:
+            raise OSError(f"could not load a sequence-classification reward model from {model!r}: give a local save_pretrained folder or a cached hub name") from error
+        if self.tokenizer.pad_token is None:
+            # Padding is masked out; the classification head reads the last non-pad token.
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.tokenizer.truncation_side = "left"
+        self.label = self._label_index(label)
+        self.score = score
+        self.template = template
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device).eval().requires_grad_(False)
+
+    def _label_index(self, label: int | str) -> int:
+        if isinstance(label, int):
+            index = label
+        else:
+            names = {name: int(i) for i, name in self.model.config.id2label.items()}
+            if label not in names:
+                raise ValueError(f"reward model has no label {label!r}; its labels are {sorted(names)}")
+            index = names[label]
+        if not 0 <= index < self.model.config.num_labels:
+            raise ValueError(f"label index {index} out of range for a model with {self.model.config.num_labels} outputs")
+        return index
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        texts = [self.template.format(prompt=p, completion=c) for p, c in zip(prompts, completions)]
+        scores = []
+        for start in range(0, len(texts), self.batch_size):
+            inputs = self.tokenizer(texts[start : start + self.batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            logits = self.model(**inputs).logits.to(torch.float32)
+            if self.score == "logit":
+                scores.append(logits[:, self.label])
+            elif self.score == "probability":
+                scores.append(torch.softmax(logits, dim=-1)[:, self.label])
+            else:
+                # log p - log(1 - p) = logit_label - logsumexp(other logits): no 1 - p that rounds to 0.
+                others = torch.cat([logits[:, : self.label], logits[:, self.label + 1 :]], dim=-1)
+                scores.append(logits[:, self.label] - torch.logsumexp(others, dim=-1))
+        return torch.cat(scores).cpu() if scores else torch.zeros(0)
