@@ -5,7 +5,7 @@
     python -m lit_align.aif --help
 
 The judge is any ``RewardFunction`` by class path, e.g.
-``--judge lit_align.data.aif.RewardModelJudge --judge.model OpenAssistant/reward-model-deberta-v3-large-v2``.
+``--judge lit_align.rewards.HFClassifierReward --judge.model OpenAssistant/reward-model-deberta-v3-large-v2``.
 See ``lit_align.data.aif.run_aif`` for every argument.
 """
 

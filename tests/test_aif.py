@@ -11,7 +11,8 @@ import pytest
 import torch
 from datasets import load_from_disk
 
-from lit_align.data.aif import RewardModelJudge, binarize, build_aif_dataset, run_aif
+from lit_align.data.aif import binarize, build_aif_dataset, run_aif
+from lit_align.rewards import HFClassifierReward
 from lit_align.data.feedback import select_pair
 from lit_align.data.pairwise import PairwiseDataModule
 from lit_align.data.tokenize import DataError
@@ -154,7 +155,7 @@ def test_reward_model_judge_scores_with_a_sequence_classifier(tmp_path):
 
     from lit_align.embedded.tokenizer import build_tokenizer
 
-    judge = RewardModelJudge(make_tiny_reward_model(tmp_path), batch_size=2, device="cpu")
+    judge = HFClassifierReward(make_tiny_reward_model(tmp_path), template="chat", batch_size=2, device="cpu")
     prompts, completions = ["the film was", "the plot is", "sadly , the cast felt"], ["great .", "bad and dull .", "lovely ."]
     scores = judge(prompts, completions)
     assert scores.shape == (3,) and scores.dtype == torch.float32

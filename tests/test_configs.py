@@ -42,9 +42,11 @@ def test_yaml_parses_against_the_code(path, capsys):
         with open(path) as f:
             yaml.safe_load(f)  # still must be valid YAML
         return
-    # Layered on a complete SFT config, so partial files (data-only, trainer presets) parse too.
+    # Layered on a complete config, so partial files (data-only, trainer presets) parse too; an
+    # algorithm config is layered on the data it trains on (it may set data options of that class).
+    data = _data_config(path) if os.path.dirname(path).endswith("configs/algorithm") else SFT_DATA
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(["fit", "--config", BASE, "--config", SFT_DATA, "--config", SFT_ALGO, "--config", path, "--print_config"], "unused")
+        run_cli(["fit", "--config", BASE, "--config", data, "--config", SFT_ALGO, "--config", path, "--print_config"], "unused")
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert "model" in printed and "trainer" in printed

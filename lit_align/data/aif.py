@@ -231,7 +231,7 @@ def run_aif(
             to give it two slots. Zephyr/UltraFeedback: 4 completions from 4 different models.
         out: Folder for ``DatasetDict.save_to_disk`` (splits ``train``, ``validation``) and ``aif_report.json``.
         judge: Scores (prompt, completion) by ``class_path``: ``lit_align.rewards.LexiconSentimentReward``
-            (default, the embedded task's ground truth), ``lit_align.data.aif.RewardModelJudge`` (an HF
+            (default, the embedded task's ground truth), ``lit_align.rewards.HFClassifierReward`` (an HF
             reward model), or any ``RewardFunction`` of yours.
         prompts: Prompt source: ``embedded:prompts``, a local file / ``save_to_disk`` folder, or a hub dataset.
         split: Split the training prompts come from.
@@ -267,48 +267,3 @@ def run_aif(
         json.dump({"report": report.to_dict(), "models": list(models), "judge": type(judge).__qualname__, "prompts": prompts, "samples_per_model": samples_per_model, "seed": seed}, f, indent=1)
     print(f"lit_align: {report.summary()}; wrote {out}")
     return pairs
-
-
-class RewardModelJudge(RewardFunction):
-    """A Hugging Face reward model as AIF judge: a sequence classifier with one output (the score).
-
-    Prompt and completion are rendered with the judge's own chat template when it has one
-    (user turn, assistant turn), else joined by a newline. Loaded lazily on first use.
-
-    Args:
-        model: Hub name or local folder, e.g. ``OpenAssistant/reward-model-deberta-v3-large-v2``.
-        batch_size: Sequences per forward.
-        max_length: Longer inputs are truncated (from the right).
-        dtype: e.g. ``bfloat16``; None keeps the checkpoint's.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0``, ...
-    """
-
-    def __init__(self, model: str, batch_size: int = 16, max_length: int = 1024, dtype: str | None = None, device: str = "auto") -> None:
-        self.model_name, self.batch_size, self.max_length, self.dtype, self.device = model, batch_size, max_length, dtype, device
-        self._model = self._tokenizer = None
-
-    def _load(self) -> None:
-        from transformers import AutoModelForSequenceClassification
-
-        self._tokenizer = load_tokenizer(self.model_name)
-        kwargs = {"dtype": getattr(torch, self.dtype)} if self.dtype else {}
-        self._model = AutoModelForSequenceClassification.from_pretrained(self.model_name, **kwargs).to(resolve_device(self.device)).eval()
-        if self._model.config.pad_token_id is None:
-            self._model.config.pad_token_id = self._tokenizer.pad_token_id
-
-    def _render(self, prompt: str, completion: str) -> str:
-        if self._tokenizer.chat_template:
-            return self._tokenizer.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], tokenize=False)
-        return f"{prompt}\n{completion}"
-
-    @torch.no_grad()
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
-        if self._model is None:
-            self._load()
-        texts = [self._render(p, c) for p, c in zip(prompts, completions)]
-        scores = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self._tokenizer(texts[start : start + self.batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt", add_special_tokens=not self._tokenizer.chat_template)
-            logits = self._model(**batch.to(self._model.device)).logits
-            scores.append(logits[:, 0].float().cpu())
-        return torch.cat(scores) if scores else torch.zeros(0)

@@ -25,10 +25,13 @@ class HFClassifierReward(RewardFunction):
         label: Output index or label name to read; default 0 (the only output of a reward model).
         score: ``logit`` of the label; its softmax ``probability``; or ``log_odds``
             log p/(1 - p), which for two classes is the logit difference.
-        template: How prompt and completion are joined into the classified text.
+        template: How prompt and completion are joined into the classified text; ``chat`` renders
+            them as a user and an assistant turn with the reward model's own chat template (the
+            usual form for chat reward models), without adding special tokens a second time.
         batch_size: Texts per forward pass.
         max_length: Longest text in tokens (cut from the left: the completion is at the end).
         device: ``cuda``/``cpu``; default CUDA when available.
+        dtype: Load the weights in this dtype (e.g. ``bfloat16``); None keeps the checkpoint's.
         trust_remote_code: Allow model code shipped with a hub checkpoint to run (off by default).
     """
 
@@ -41,11 +44,13 @@ class HFClassifierReward(RewardFunction):
         batch_size: int = 32,
         max_length: int = 512,
         device: str | None = None,
+        dtype: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForSequenceClassification.from_pretrained(model, trust_remote_code=trust_remote_code)
+            kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+            self.model = AutoModelForSequenceClassification.from_pretrained(model, trust_remote_code=trust_remote_code, **kwargs)
         except OSError as error:
             raise OSError(f"could not load a sequence-classification reward model from {model!r}: give a local save_pretrained folder or a cached hub name") from error
         if self.tokenizer.pad_token is None:
@@ -56,6 +61,8 @@ class HFClassifierReward(RewardFunction):
         self.tokenizer.truncation_side = "left"
         self.label = self._label_index(label)
         self.score = score
+        if template == "chat" and not self.tokenizer.chat_template:
+            raise ValueError(f"template='chat' but the tokenizer of {model!r} has no chat template; give a format string instead")
         self.template = template
         self.batch_size = batch_size
         self.max_length = max_length
@@ -74,12 +81,21 @@ class HFClassifierReward(RewardFunction):
             raise ValueError(f"label index {index} out of range for a model with {self.model.config.num_labels} outputs")
         return index
 
+    def _render(self, prompt: str, completion: str) -> str:
+        if self.template == "chat":
+            turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+            return self.tokenizer.apply_chat_template(turns, tokenize=False)
+        return self.template.format(prompt=prompt, completion=completion)
+
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
-        texts = [self.template.format(prompt=p, completion=c) for p, c in zip(prompts, completions)]
+        chat = self.template == "chat"
+        texts = [self._render(p, c) for p, c in zip(prompts, completions)]
         scores = []
         for start in range(0, len(texts), self.batch_size):
-            inputs = self.tokenizer(texts[start : start + self.batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            batch = texts[start : start + self.batch_size]
+            # A rendered chat template already holds its special tokens (BOS): add none on top.
+            inputs = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt", add_special_tokens=not chat).to(self.device)
             logits = self.model(**inputs).logits.to(torch.float32)
             if self.score == "logit":
                 scores.append(logits[:, self.label])
