@@ -87,6 +87,9 @@ class PolicyWithReference(nn.Module):
         if lora is not None and reference != "adapter":
             raise ValueError(f"LoRA settings are only used with reference='adapter' (got reference={reference!r})")
         self.mode = reference
+        # from_pretrained returns models in eval mode and Lightning >= 2.6 keeps module modes as
+        # found, so without this the policy would train with dropout silently off.
+        policy.train()
         self.policy = add_lora(policy, lora or LoraSettings()) if reference == "adapter" else policy
         self.reference: PreTrainedModel | None = None
         if reference == "copy":
