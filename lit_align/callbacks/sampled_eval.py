@@ -11,8 +11,10 @@ from lightning import Callback, LightningModule, Trainer
 from transformers import PreTrainedModel
 
 from lit_align.data.collate import sequences_with_mask
+from lit_align.data.embedded import embedded_rows
+from lit_align.data.sources import load_rows
 from lit_align.generation import sample_completions
-from lit_align.modeling import load_causal_lm
+from lit_align.modeling import is_embedded, load_causal_lm
 from lit_align.ops import sequence_logps
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
 
@@ -45,6 +47,11 @@ class SampledEvaluation(Callback):
         kl_reference: ``auto`` uses the module's frozen reference, or loads the starting ``model``
             once when the algorithm holds none (ORPO/SFT); a path loads that model; None skips KL.
         seed: Sampling seed: every evaluation draws with the same seed, so curves are less noisy.
+        prompts: Take the held-out prompts from this dataset's validation split (e.g.
+            ``embedded:prompts``; or a file of held-out rows with a ``prompt`` column) instead of the DataModule's
+            validation rows, so runs on different DataModules are scored on identical prompts.
+        evaluate_at_start: Also evaluate once before the first training step (logged at step 0),
+            so every curve starts at the starting model.
     """
 
     def __init__(
@@ -55,6 +62,8 @@ class SampledEvaluation(Callback):
         max_new_tokens: int = 24,
         kl_reference: str | None = "auto",
         seed: int = 1234,
+        prompts: str | None = None,
+        evaluate_at_start: bool = False,
     ) -> None:
         self.reward = reward or LexiconSentimentReward()
         self.num_prompts = num_prompts
@@ -62,6 +71,9 @@ class SampledEvaluation(Callback):
         self.max_new_tokens = max_new_tokens
         self.kl_reference = kl_reference
         self.seed = seed
+        self.prompts = prompts
+        self.evaluate_at_start = evaluate_at_start
+        self._prompts: list[tuple[str, list[int]]] | None = None
         self._loaded_reference: PreTrainedModel | None = None
         self.last: dict[str, float] = {}
 
@@ -75,10 +87,21 @@ class SampledEvaluation(Callback):
             self._loaded_reference = load_causal_lm(name).to(pl_module.device).eval().requires_grad_(False)
         return self._loaded_reference
 
+    def held_out_prompts(self, datamodule) -> list[tuple[str, list[int]]]:
+        """(rendered text, token ids) of the evaluation prompts: ``prompts`` if set, else the DataModule's."""
+        if self.prompts is None:
+            return datamodule.eval_prompts(self.num_prompts)
+        if self._prompts is None:
+            is_generated = is_embedded(self.prompts)
+            rows = embedded_rows(self.prompts, "validation", self.num_prompts, datamodule.seed) if is_generated else load_rows(self.prompts)
+            texts = [row["prompt"] for row in rows.select(range(min(self.num_prompts, len(rows))))]
+            self._prompts = [(datamodule.encoder.render_prompt(t), datamodule.encoder.encode_prompt(t)) for t in texts]
+        return self._prompts
+
     def measure(self, policy: PreTrainedModel, datamodule, reference: PreTrainedModel | None = None) -> dict[str, float]:
         """Reward (and KL to ``reference``, if given) of samples from ``policy`` on held-out prompts."""
         tokenizer = datamodule.tokenizer
-        texts, prompt_ids = zip(*datamodule.eval_prompts(self.num_prompts))
+        texts, prompt_ids = zip(*self.held_out_prompts(datamodule))
         was_training = policy.training
         samples = sample_completions(policy, tokenizer, list(prompt_ids), self.samples_per_prompt, self.max_new_tokens, seed=self.seed)
         prompts = [p for p in prompt_ids for _ in range(self.samples_per_prompt)]
@@ -93,6 +116,15 @@ class SampledEvaluation(Callback):
             result["eval/kl"] = kl.mean().item()
         policy.train(was_training)
         return result
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Logged straight to the loggers: Lightning's self.log has no step-level slot before step 1.
+        if not self.evaluate_at_start or trainer.datamodule is None or trainer.fast_dev_run:
+            return
+        start = self.measure(pl_module.policy.policy, trainer.datamodule, self._reference(pl_module))
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(start, step=trainer.global_step)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or trainer.datamodule is None:

@@ -1,0 +1,179 @@
+"""What the comparison runs: every method's configs, its strength parameter and the sweep.
+
+Every run is ``python -m lit_align fit`` with the method's own shipped configs (base + data +
+algorithm) plus the same overrides for all: the start model, the step budget, the evaluation
+schedule, the callbacks and the run name ``<method>/<parameter>=<value>/seed=<seed>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def config(*parts: str) -> str:
+    return os.path.join(REPO, "configs", *parts)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One algorithm of the comparison.
+
+    ``parameter`` is the CLI key of its strength parameter (None: it has none), ``symbol`` the
+    name used in run names and tables, ``values`` the default sweep, ``quick`` the --quick value.
+    """
+
+    name: str
+    algorithm: str
+    data: str
+    parameter: str | None
+    symbol: str
+    values: tuple[float, ...]
+    quick: float | None
+    extra: tuple[str, ...] = ()
+    meaning: str = ""
+
+    def args(self, value: float | None) -> list[str]:
+        fixed = ["--config", config("base.yaml"), "--config", config("data", self.data), "--config", config("algorithm", self.algorithm)]
+        strength = [f"--{self.parameter}={value:g}"] if self.parameter is not None else []
+        return fixed + list(self.extra) + strength
+
+    def label(self, value: float | None) -> str:
+        return "none" if self.parameter is None else f"{self.symbol}={value:g}"
+
+
+# Preferred-FT (the DPO paper's SFT baseline): SFT on the chosen completions of the same pairs, with
+# the preference methods' learning rate and batch of 16 prompts.
+PREFERRED_FT = (
+    "--data.init_args.dataset=embedded:pairs",
+    "--data.init_args.columns={completion: chosen}",
+    "--data.init_args.batch_size=16",
+    "--model.init_args.optimizer.init_args.lr=0.0002",
+    "--model.init_args.warmup_ratio=0.1",
+    "--model.init_args.lr_schedule=linear",
+)
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method("sft", "sft.yaml", "embedded_sft.yaml", None, "", (), None, PREFERRED_FT, "SFT on the chosen completions (Preferred-FT)"),
+        Method("dpo", "dpo.yaml", "embedded_pairs.yaml", "model.init_args.beta", "beta", (0.03, 0.1, 0.3), 0.1, meaning="KL penalty beta"),
+        Method("cdpo", "cdpo.yaml", "embedded_pairs.yaml", "model.init_args.beta", "beta", (0.03, 0.1, 0.3), 0.1, meaning="KL penalty beta (label smoothing 0.1)"),
+        Method("ipo", "ipo.yaml", "embedded_pairs.yaml", "model.init_args.tau", "tau", (0.05, 0.1, 0.5), 0.1, meaning="regularisation tau; target margin 1/(2 tau)"),
+        Method("kto", "kto.yaml", "embedded_unpaired.yaml", "model.init_args.beta", "beta", (0.03, 0.1, 0.3), 0.1, meaning="KL penalty beta"),
+        Method("orpo", "orpo.yaml", "embedded_pairs.yaml", "model.init_args.odds_ratio_weight", "lambda", (0.1, 0.5, 1.0), 0.5, meaning="odds-ratio weight lambda (no reference)"),
+        Method("bond", "bond.yaml", "embedded_best_of_n.yaml", "data.init_args.num_samples", "N", (2, 4, 8), 2, meaning="N of the Best-of-N target; KL* = log N - (N-1)/N"),
+        Method("jbond", "jbond.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_weight", "gamma", (0.03, 0.1, 0.3), 0.1, meaning="KL weight gamma to the EMA anchor"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every run gets: the same optimiser steps (each on 16 prompts' worth of data), the same
+    evaluation (prompts, samples, seed) every ``eval_every`` steps, and the same SFT start."""
+
+    steps: int = 120
+    eval_every: int = 30
+    eval_prompts: int = 64
+    samples_per_prompt: int = 2
+    num_examples: int = 2000
+    num_val_examples: int = 200
+    val_batches: int = 4
+    sft_examples: int = 4000
+    sft_epochs: int = 2
+    seeds: tuple[int, ...] = (0, 1)
+    bon_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    methods: tuple[str, ...] = tuple(METHODS)
+
+
+QUICK = Budget(steps=6, eval_every=3, eval_prompts=8, samples_per_prompt=2, num_examples=128, num_val_examples=32, val_batches=1, sft_examples=256, sft_epochs=1, seeds=(0,), bon_ns=(1, 2, 4))
+
+
+@dataclass(frozen=True)
+class Run:
+    method: Method
+    value: float | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """``<method>/<parameter>=<value>``: the TensorBoard logger's name; the version is ``seed=<seed>``."""
+        return f"{self.method.name}/{self.method.label(self.value)}"
+
+    @property
+    def version(self) -> str:
+        return f"seed={self.seed}"
+
+
+def plan(budget: Budget, quick: bool) -> list[Run]:
+    """Every (method, strength, seed), seed-major: an interrupted comparison has covered every method."""
+    runs = []
+    for seed in budget.seeds:
+        for name in budget.methods:
+            method = METHODS[name]
+            values = [None] if method.parameter is None else ([method.quick] if quick else list(method.values))
+            runs += [Run(method, value, seed) for value in values]
+    return runs
+
+
+def callbacks(sft_model: str, budget: Budget) -> str:
+    """The same callbacks for every run (replacing each algorithm config's list), as CLI JSON."""
+    evaluation = {
+        "num_prompts": budget.eval_prompts,
+        "samples_per_prompt": budget.samples_per_prompt,
+        "kl_reference": sft_model,  # always the SFT start: J-BOND's own anchor moves
+        "prompts": "embedded:prompts",  # identical held-out prompts whatever the DataModule
+        "evaluate_at_start": True,
+    }
+    listing = [
+        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
+        {"class_path": "lit_align.callbacks.SampledEvaluation", "init_args": evaluation},
+        {"class_path": "experiments.compare.throughput.TokenThroughput"},
+    ]
+    return "--trainer.callbacks=" + json.dumps(listing)
+
+
+def run_args(run: Run, sft_model: str, tb_dir: str, budget: Budget) -> list[str]:
+    """The full ``fit`` argument list of one run."""
+    return ["fit", *run.method.args(run.value),
+        f"--model.init_args.model={sft_model}",
+        f"--seed_everything={run.seed}",
+        f"--data.init_args.seed={run.seed}",
+        f"--data.init_args.num_examples={budget.num_examples}",
+        f"--data.init_args.num_val_examples={budget.num_val_examples}",
+        f"--trainer.max_steps={budget.steps}",
+        "--trainer.max_epochs=-1",
+        f"--trainer.val_check_interval={budget.eval_every}",
+        "--trainer.check_val_every_n_epoch=null",
+        f"--trainer.limit_val_batches={budget.val_batches}",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={tb_dir}",
+        f"--trainer.logger.init_args.name={run.name}",
+        f"--trainer.logger.init_args.version={run.version}",
+        f"--trainer.default_root_dir={tb_dir}",
+        callbacks(sft_model, budget),
+    ]
+
+
+def sft_args(out: str, budget: Budget) -> list[str]:
+    """The shared SFT start: the shipped SFT recipe, exported to ``<out>/sft`` (not data/embedded/sft)."""
+    export = [{"class_path": "lit_align.callbacks.ExportPretrained", "init_args": {"also_to": os.path.join(out, "sft")}}]
+    return ["fit", "--config", config("base.yaml"), "--config", config("data", "embedded_sft.yaml"), "--config", config("algorithm", "sft.yaml"),
+        f"--data.init_args.num_examples={budget.sft_examples}",
+        f"--trainer.max_epochs={budget.sft_epochs}",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={out}",
+        "--trainer.logger.init_args.name=sft_start",
+        "--trainer.logger.init_args.version=run",
+        f"--trainer.default_root_dir={out}",
+        "--trainer.callbacks=" + json.dumps(export),
+    ]

@@ -1,0 +1,198 @@
+"""Compare every algorithm in one command: TensorBoard runs and the reward–KL frontier.
+
+    python experiments/compare/run.py [--quick] [--methods dpo ipo ...] [--seeds 0 1] [--steps 120] [--out outputs/compare] [--force]
+
+1. trains one SFT model on the embedded demonstrations (the shipped SFT recipe) -> <out>/sft;
+2. samples the preference data from it once per seed (cached, so no run's wall time pays for it);
+3. trains every method of ``plan.METHODS`` from that SFT model on the same data and the same
+   budget (optimiser steps, each on 16 prompts' worth of data), for each strength value and seed,
+   evaluating every ``eval_every`` steps with the shared ``SampledEvaluation`` (eval/reward,
+   eval/kl to the SFT start, on identical held-out prompts) -> <out>/tb/<method>/<param>=<v>/seed=<s>;
+4. measures Best-of-N of the SFT model, r(N) for N = 1, 2, 4, ..., the reference curve;
+5. writes <out>/results.md and <out>/frontier.png.
+
+A finished run is skipped when the command is repeated (``--force`` reruns everything), so an
+interrupted comparison resumes. View the runs side by side: ``tensorboard --logdir <out>/tb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, REPO)  # run as a script from anywhere, without installing the package
+
+import yaml  # noqa: E402
+
+from experiments.compare.plan import METHODS, QUICK, Budget, Method, Run, config, plan, run_args, sft_args  # noqa: E402
+from experiments.compare.report import best_of_n_curve, load_json, plot_frontier, run_result, save_json, write_results  # noqa: E402
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny budget for a smoke test (one seed, one strength value, a few steps)")
+    parser.add_argument("--out", default=None, help="output folder (default outputs/compare, or outputs/compare_quick with --quick)")
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="subset of methods (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default 0 1; --quick: 0)")
+    parser.add_argument("--steps", type=int, help="optimiser steps per run (default 120)")
+    parser.add_argument("--eval-every", type=int, help="steps between evaluations (default 30)")
+    parser.add_argument("--sft-model", help="start every method from this model instead of training the SFT start (e.g. data/embedded/sft)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: rebuild results.md and frontier.png from the runs finished so far")
+    parser.add_argument("--force", action="store_true", help="retrain the SFT start and rerun finished runs")
+    return parser.parse_args(argv)
+
+
+def budget_from(args: argparse.Namespace) -> Budget:
+    budget = QUICK if args.quick else Budget()
+    changes = {"methods": tuple(args.methods) if args.methods else None, "seeds": tuple(args.seeds) if args.seeds else None, "steps": args.steps, "eval_every": args.eval_every}
+    return Budget(**{**budget.__dict__, **{k: v for k, v in changes.items() if v is not None}})
+
+
+def unavailable(method: Method) -> str | None:
+    """Why ``method`` cannot run here (its config or class is missing), or None."""
+    for path in (config("algorithm", method.algorithm), config("data", method.data)):
+        if not os.path.exists(path):
+            return f"{path} does not exist"
+    with open(config("algorithm", method.algorithm)) as f:
+        class_path = yaml.safe_load(f)["model"]["class_path"]
+    module, _, name = class_path.rpartition(".")
+    try:
+        getattr(__import__(module, fromlist=[name]), name)
+    except (ImportError, AttributeError) as error:
+        return f"{class_path} cannot be imported ({error})"
+    return None
+
+
+def train_sft(out: str, budget: Budget, force: bool) -> str:
+    from lit_align.cli import main as cli
+
+    path = os.path.join(out, "sft")
+    if os.path.exists(os.path.join(path, "config.json")) and not force:
+        print(f"lit_align compare: reusing the SFT start {path} (--force retrains it)")
+        return path
+    print("lit_align compare: training the shared SFT start ...")
+    cli(sft_args(out, budget))
+    return path
+
+
+def prepare_data(sft: str, budget: Budget) -> None:
+    """Sample the embedded preference pairs of every seed now, so no timed run pays for it."""
+    from lit_align.data.embedded import embedded_rows
+
+    for seed in budget.seeds:
+        embedded_rows("embedded:pairs", "train", budget.num_examples, seed, model=sft)
+        embedded_rows("embedded:pairs", "validation", budget.num_val_examples, seed, model=sft)
+
+
+def execute(run: Run, sft: str, tb: str, budget: Budget, force: bool) -> dict:
+    from lit_align.cli import main as cli
+
+    log_dir = os.path.join(tb, run.name, run.version)
+    done = os.path.join(log_dir, "compare_result.json")
+    args = run_args(run, sft, tb, budget)
+    # Reuse a finished run only when it ran with exactly these arguments (same budget, start, data).
+    if os.path.exists(done) and not force and load_json(done).get("args") == args:
+        return load_json(done)
+    if os.path.isdir(log_dir):
+        shutil.rmtree(log_dir)  # events of an earlier attempt would mix into this run's curves
+    start, cpu = time.perf_counter(), time.process_time()
+    trainer = cli(args).trainer
+    result = run_result(run, log_dir, time.perf_counter() - start, trainer.global_step)
+    # CPU time (all threads of this process): what the run costs, whatever else the machine runs.
+    result["cpu_seconds"] = time.process_time() - cpu
+    result["args"] = args
+    save_json(done, result)
+    return result
+
+
+def clock(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    # Runs are LightningCLI calls in-process (no re-import per run); its args= notice is noise here.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    budget = budget_from(args)
+    out = args.out or os.path.join("outputs", "compare_quick" if args.quick else "compare")
+    tb = os.path.join(out, "tb")
+    os.makedirs(out, exist_ok=True)
+    skipped = {name: reason for name in budget.methods if (reason := unavailable(METHODS[name]))}
+    for name, reason in skipped.items():
+        print(f"lit_align compare: SKIPPING {name}: {reason}")
+    budget = Budget(**{**budget.__dict__, "methods": tuple(m for m in budget.methods if m not in skipped)})
+    runs = plan(budget, args.quick)
+    print(f"lit_align compare: {len(runs)} runs ({', '.join(budget.methods)}; seeds {list(budget.seeds)}), {budget.steps} steps each, evaluation every {budget.eval_every} steps")
+    load_before, began = os.getloadavg()[0], time.perf_counter()
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    sft = args.sft_model or (os.path.join(out, "sft") if args.report_only else train_sft(out, budget, args.force))
+    if not args.report_only:
+        prepare_data(sft, budget)
+    results, failed, trained, training_began = [], {}, 0, time.perf_counter()
+    for i, run in enumerate(runs):
+        label, counter = f"{run.name}/{run.version}", f"[{i + 1}/{len(runs)}]"
+        print(f"lit_align compare: {counter} {label} ...", flush=True)
+        started = time.perf_counter()
+        if args.report_only:
+            done = os.path.join(tb, run.name, run.version, "compare_result.json")
+            if os.path.exists(done):
+                results.append(load_json(done))
+            else:
+                failed[label] = "not run yet (--report-only)"
+            continue
+        try:
+            results.append(execute(run, sft, tb, budget, args.force))
+        except (Exception, SystemExit) as error:  # one broken method (or config: the CLI exits) must not cost the whole comparison
+            failed[label] = f"{type(error).__name__}: {error}"
+            print(f"lit_align compare: {counter} {label} FAILED: {failed[label]}", flush=True)
+            continue
+        finally:
+            gc.collect()
+        reused = time.perf_counter() - started < 0.5 * results[-1]["wall_seconds"]
+        trained += not reused
+        # ETA from the runs trained in this call (a resumed comparison reuses finished runs instantly).
+        per_run = (time.perf_counter() - training_began) / max(1, trained)
+        r = results[-1]
+        print(f"lit_align compare: {counter} {label}: reward {r['reward']:.3f}, KL {r['kl']:.2f}, {r['wall_seconds']:.0f} s{' (finished earlier)' if reused else ''} | "
+              f"elapsed {clock(time.perf_counter() - began)}, ETA {clock(per_run * (len(runs) - i - 1))}", flush=True)
+
+    from lit_align.data.embedded import embedded_rows
+
+    prompts = [row["prompt"] for row in embedded_rows("embedded:prompts", "validation", budget.eval_prompts, budget.seeds[0])]
+    bon = best_of_n_curve(sft, prompts, list(budget.bon_ns))
+    save_json(os.path.join(out, "best_of_n.json"), bon)
+    wall = time.perf_counter() - began
+    command = "python experiments/compare/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = "\n".join([
+        "# Algorithm comparison on the embedded task", "",
+        f"Command: `{command.strip()}` — {len(results)} runs, {budget.steps} optimiser steps each (16 prompts' worth of data per step), "
+        f"evaluated every {budget.eval_every} steps on {budget.eval_prompts} held-out prompts × {budget.samples_per_prompt} samples; seeds {list(budget.seeds)}.",
+        ("Rebuilt with --report-only from the runs finished so far; " if args.report_only else "") + f"Total wall time {clock(wall)} on {platform.machine()} with {os.cpu_count()} CPU core(s); 1-minute load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end (other work on the machine slows every run). "
+        f"CPU time summed over the runs: {clock(sum(r.get('cpu_seconds', 0.0) for r in results))} (torch threads: {args.threads or 'default'}).",
+        "Reward and KL are the last evaluation of each run; KL(pi ‖ SFT) is the sampled estimate of `SampledEvaluation`. "
+        "Wall time is the whole `fit` (model loading, training, evaluations); tokens/s counts the non-pad tokens of the "
+        "policy's gradient-carrying forwards over the time spent in training steps (see experiments/compare/throughput.py).",
+    ] + ([f"Skipped (not runnable here): {', '.join(f'{k} ({v})' for k, v in skipped.items())}."] if skipped else []))
+    write_results(os.path.join(out, "results.md"), results, bon, failed, header)
+    plotted = plot_frontier(os.path.join(out, "frontier.png"), results, bon, f"Reward vs KL on the embedded task ({budget.steps} steps, seeds {list(budget.seeds)})")
+    print(f"lit_align compare: done in {clock(wall)}: {os.path.join(out, 'results.md')}" + (f", {os.path.join(out, 'frontier.png')}" if plotted else ""))
+    print(f"lit_align compare: view the runs side by side: tensorboard --logdir {tb}")
+    return {"results": results, "failed": failed, "skipped": skipped, "best_of_n": bon, "out": out}
+
+
+if __name__ == "__main__":
+    main()
