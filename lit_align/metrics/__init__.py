@@ -1,5 +1,6 @@
 """torchmetrics for alignment: exact across batches, gradient accumulation and DDP (sum/count states)."""
 
+from lit_align.metrics.kto import KTOMetrics
 from lit_align.metrics.preference import PreferenceMetrics
 
-__all__ = ["PreferenceMetrics"]
+__all__ = ["KTOMetrics", "PreferenceMetrics"]

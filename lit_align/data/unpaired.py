@@ -1,0 +1,195 @@
+"""Unpaired binary feedback for KTO: rows ``prompt, completion, label`` (desirable or not).
+
+Also the converter from pairwise data (chosen -> desirable, rejected -> undesirable) with optional
+subsampling to a desirable:undesirable ratio, since the KTO paper studies strongly imbalanced data.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import torch
+from datasets import Dataset
+from lightning.pytorch.utilities import rank_zero_info
+
+from lit_align.data.batches import UnpairedBatch
+from lit_align.data.collate import sequences_with_mask
+from lit_align.data.datamodule import AlignmentDataModule, check_text
+from lit_align.data.sources import select_columns
+from lit_align.data.tokenize import DataError, DataReport, assistant_text, is_messages, split_conversation
+
+PAIR_COLUMNS = ("chosen", "rejected")
+
+
+def unpair(rows: Dataset) -> Dataset:
+    """Pairwise rows (``prompt``?, ``chosen``, ``rejected``) -> unpaired rows ``prompt, completion, label``.
+
+    Each pair gives two rows, chosen (label True) then rejected (label False), interleaved so an
+    unshuffled split still mixes both kinds. Without a ``prompt`` column the prompt is None and the
+    completion keeps the whole conversation (the encoder splits off the last assistant turn).
+    """
+
+    def convert(batch: dict[str, list]) -> dict[str, list]:
+        n = len(batch["chosen"])
+        prompts = batch.get("prompt", [None] * n)
+        out: dict[str, list] = {"prompt": [], "completion": [], "label": []}
+        for prompt, chosen, rejected in zip(prompts, batch["chosen"], batch["rejected"]):
+            out["prompt"] += [prompt, prompt]
+            out["completion"] += [chosen, rejected]
+            out["label"] += [True, False]
+        return out
+
+    return rows.map(convert, batched=True, remove_columns=rows.column_names)
+
+
+def ratio_subsample(labels: list[bool], desirable_ratio: float, seed: int = 0) -> list[int]:
+    """Indices (in order) that keep n_D / n_U as close to ``desirable_ratio`` as one side's size allows.
+
+    Only the over-represented side is subsampled (uniformly, seeded); nothing is duplicated.
+    E.g. ratio 0.1 on 1000 + 1000 examples keeps all 1000 undesirable and 100 desirable.
+    """
+    if not desirable_ratio > 0 or math.isinf(desirable_ratio):
+        raise ValueError(f"desirable_ratio must be a positive finite number, got {desirable_ratio}")
+    desirable = [i for i, label in enumerate(labels) if label]
+    undesirable = [i for i, label in enumerate(labels) if not label]
+    if not desirable or not undesirable:
+        return list(range(len(labels)))  # one kind only: no ratio to set
+    rng = random.Random(seed)
+    if len(desirable) > desirable_ratio * len(undesirable):
+        desirable = rng.sample(desirable, max(1, round(desirable_ratio * len(undesirable))))
+    else:
+        undesirable = rng.sample(undesirable, max(1, round(len(desirable) / desirable_ratio)))
+    return sorted(desirable + undesirable)
+
+
+def parse_label(value: Any, where: str) -> bool | None:
+    """True/False from a bool (or 0/1); None for a missing value; DataError for anything else."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise DataError(
+        f"{where}: field 'label' must be a boolean (true = desirable, false = undesirable) or 0/1, "
+        f"got {type(value).__name__} {value!r:.40}; convert the column to booleans"
+    )
+
+
+class UnpairedDataModule(AlignmentDataModule):
+    """Rows ``prompt, completion, label`` (TRL's KTO format): ``label`` true for a desirable
+    completion, false for an undesirable one; text or chat messages (``completion`` may be the
+    whole conversation when ``prompt`` is absent). Pairwise data is unpaired on the fly.
+
+    Each batch also carries mismatched (prompt, completion) pairs for KTO's reference point z0,
+    so ``batch_size`` must be at least 2. Default dataset: ``embedded:pairs``, unpaired.
+
+    Args:
+        from_pairs: Treat the dataset as pairwise (``chosen``/``rejected``) and unpair it
+            (chosen -> desirable, rejected -> undesirable); None decides from the columns.
+        desirable_ratio: Subsample one side of the training split to n_desirable / n_undesirable
+            = this value (e.g. 0.1 keeps one desirable example per ten undesirable ones), to
+            study imbalanced feedback as the KTO paper does; None keeps every example.
+        **kwargs: See ``AlignmentDataModule``.
+    """
+
+    required_columns = ("completion", "label")
+    embedded_default = "embedded:pairs"
+
+    def __init__(self, from_pairs: bool | None = None, desirable_ratio: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.batch_size < 2 or self.eval_batch_size < 2:
+            raise ValueError(f"KTO estimates its reference point from mismatched pairs within a batch: batch_size and eval_batch_size must be >= 2, got {self.batch_size}/{self.eval_batch_size}")
+        if desirable_ratio is not None and not (desirable_ratio > 0 and math.isfinite(desirable_ratio)):
+            raise ValueError(f"desirable_ratio must be a positive number, got {desirable_ratio}")
+        self.from_pairs = from_pairs
+        self.desirable_ratio = desirable_ratio
+
+    def _is_pairwise(self, rows: Dataset) -> bool:
+        if self.from_pairs is not None:
+            return self.from_pairs
+        theirs = lambda ours: (self.columns or {}).get(ours, ours)  # noqa: E731
+        return all(theirs(c) in rows.column_names for c in PAIR_COLUMNS) and theirs("label") not in rows.column_names
+
+    def select_rows(self, rows: Dataset, name: str) -> Dataset:
+        if self._is_pairwise(rows):
+            return unpair(select_columns(rows, PAIR_COLUMNS, self.columns, f"{self.dataset} ({name})"))
+        return super().select_rows(rows, name)
+
+    def _encode(self, rows: Dataset, name: str) -> list[dict]:
+        examples = super()._encode(rows, name)
+        if name != "train" or self.desirable_ratio is None:
+            return examples
+        keep = ratio_subsample([ex["label"] for ex in examples], self.desirable_ratio, self.seed)
+        report = self.reports[name]
+        report.dropped[f"subsampled to desirable_ratio={self.desirable_ratio}"] += len(examples) - len(keep)
+        report.kept = len(keep)
+        rank_zero_info(f"lit_align: {report.summary()}")
+        return [examples[i] for i in keep]
+
+    def encode_row(self, row: dict, where: str, report: DataReport) -> dict | None:
+        label = parse_label(row.get("label"), where)
+        if label is None:
+            report.drop("missing label")
+            return None
+        if not check_text(row.get("completion"), where, report, "completion"):
+            return None
+        prompt = row.get("prompt")
+        if prompt is None and is_messages(row["completion"]):
+            prompt, completion = split_conversation(row["completion"], f"{where}, field 'completion'")
+        else:
+            completion = assistant_text(row["completion"], f"{where}, field 'completion'")
+        if not check_text(prompt, where, report, "prompt"):
+            return None
+        if not completion.strip():
+            report.drop("empty completion")
+            return None
+        truncated = self.encoder.truncate(self.encoder.encode_prompt(prompt), [self.encoder.encode_completion(prompt, completion)], report)
+        if truncated is None:
+            return None
+        prompt_ids, (completion_ids,) = truncated
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "label": label, "prompt_text": self.encoder.render_prompt(prompt)}
+
+    def eval_prompts(self, n: int) -> list[tuple[str, list[int]]]:
+        # Unpaired pairwise data holds each prompt twice: take distinct prompts, so sampled evaluation
+        # sees the same n prompts as pairwise methods on the same pairs (a like-for-like comparison).
+        distinct: dict[str, list[int]] = {}
+        for ex in self.val_examples:
+            distinct.setdefault(ex["prompt_text"], ex["prompt_ids"])
+        return list(distinct.items())[:n]
+
+    def label_counts(self) -> tuple[int, int]:
+        """(n_desirable, n_undesirable) in the training split, for KTO's loss-weight check."""
+        desirable = sum(ex["label"] for ex in self.train_examples)
+        return desirable, len(self.train_examples) - desirable
+
+    def collate(self, examples: list[dict]) -> UnpairedBatch:
+        prompts = [ex["prompt_ids"] for ex in examples]
+        completions = [ex["completion_ids"] for ex in examples]
+        shift = mismatch_shift(prompts)
+        kl_prompts, kl_completions = [], []
+        if shift:
+            kl_prompts = prompts
+            # A borrowed completion may be longer than this prompt leaves room for: cut it, as the encoder would.
+            kl_completions = [completions[(i - shift) % len(examples)][: max(1, self.max_length - len(p))] for i, p in enumerate(prompts)]
+        tensors = sequences_with_mask(prompts + kl_prompts, completions + kl_completions, self.tokenizer.pad_token_id)
+        return UnpairedBatch(*tensors, labels=torch.tensor([ex["label"] for ex in examples], dtype=torch.bool))
+
+
+def mismatch_shift(prompts: list[list[int]]) -> int:
+    """The rotation k in [1, B) for the mismatched pairs (prompt i, completion (i - k) mod B).
+
+    k = 1 is the authors' choice (completion i-1 with prompt i); any k in [1, B) keeps every
+    completion away from its own example, for odd B too. Unpaired-from-pairwise data holds the
+    same prompt twice (its chosen and its rejected side), so the smallest k that also never
+    meets an identical prompt is taken when one exists. Returns 0 when B < 2: no pair exists.
+    """
+    n = len(prompts)
+    if n < 2:
+        return 0
+    for k in range(1, n):
+        if all(prompts[i] != prompts[(i - k) % n] for i in range(n)):
+            return k
+    return 1
