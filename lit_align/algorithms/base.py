@@ -92,9 +92,26 @@ class AlignmentModule(LightningModule):
     def compute_loss(self, batch: Any, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def on_validation_epoch_end_metrics(self) -> dict[str, torch.Tensor]:
-        """Epoch-level validation metrics a subclass accumulates (torchmetrics); logged under ``val/``."""
+    def track_metrics(self, stage: str, *args: Any) -> dict[str, torch.Tensor]:
+        """Feed ``self.metrics[f"{stage}_metrics"]`` (a subclass's torchmetrics).
+
+        Training returns this batch's values, logged per step; validation accumulates, and
+        ``on_validation_epoch_end_metrics`` logs the exact epoch value (sum/count states).
+        """
+        metric = self.metrics[f"{stage}_metrics"]
+        if stage == "train":
+            return metric(*args)
+        metric.update(*args)
         return {}
+
+    def on_validation_epoch_end_metrics(self) -> dict[str, torch.Tensor]:
+        """Epoch-level validation metrics accumulated by ``track_metrics``; logged under ``val/``."""
+        metrics = getattr(self, "metrics", None)
+        if metrics is None or "val_metrics" not in metrics:
+            return {}
+        values = metrics["val_metrics"].compute()
+        metrics["val_metrics"].reset()
+        return values
 
     # ----- Lightning hooks ---------------------------------------------------------------------
     def _step(self, batch: Any, stage: str) -> torch.Tensor:

@@ -57,16 +57,5 @@ class KTO(AlignmentModule):
         else:  # a batch of one has no mismatched pair; z0 then comes from other ranks or is 0
             policy_kl = reference[n:]
         out = kto_loss(policy.sum, reference[:n], batch.labels, policy_kl, reference[n:], self.beta, self.desirable_weight, self.undesirable_weight)
-        metric = self.metrics[f"{stage}_metrics"]
-        args = (out.rewards, batch.labels, policy.sum, out.kl, self.beta)
-        logs: dict[str, torch.Tensor] = {}
-        if stage == "train":
-            logs = metric(*args)  # forward(): this batch's values
-        else:
-            metric.update(*args)  # accumulated, logged exactly at epoch end
+        logs = self.track_metrics(stage, out.rewards, batch.labels, policy.sum, out.kl, self.beta)
         return out.losses.mean(), logs
-
-    def on_validation_epoch_end_metrics(self) -> dict[str, torch.Tensor]:
-        values = self.metrics["val_metrics"].compute()
-        self.metrics["val_metrics"].reset()
-        return values

@@ -50,15 +50,5 @@ class PairwiseAlignmentModule(AlignmentModule):
     def compute_loss(self, batch: PairwiseBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logps = self.pair_logps(batch)
         out, logs = self.pair_loss(logps)
-        metric = self.metrics[f"{stage}_metrics"]
-        args = (out.chosen_rewards, out.rejected_rewards, logps.policy_chosen.sum, logps.policy_rejected.sum)
-        if stage == "train":
-            logs = {**metric(*args), **logs}  # forward(): this batch's values
-        else:
-            metric.update(*args)  # accumulated, logged exactly at epoch end
-        return out.losses.mean(), logs
-
-    def on_validation_epoch_end_metrics(self) -> dict[str, torch.Tensor]:
-        values = self.metrics["val_metrics"].compute()
-        self.metrics["val_metrics"].reset()
-        return values
+        tracked = self.track_metrics(stage, out.chosen_rewards, out.rejected_rewards, logps.policy_chosen.sum, logps.policy_rejected.sum)
+        return out.losses.mean(), {**tracked, **logs}
