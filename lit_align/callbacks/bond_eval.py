@@ -50,8 +50,8 @@ class BestOfNEvaluation(SampledEvaluation):
         best_of_n: N of the Best-of-N baseline; default: the DataModule's ``num_samples``.
         num_reference_samples: Reference samples per prompt for the quantile and Best-of-N
             estimates (at least ``best_of_n``); drawn once per run, the reference does not change.
-        reward, num_prompts, samples_per_prompt, max_new_tokens, kl_reference, seed: See
-            ``SampledEvaluation``; ``kl_reference="auto"`` means the initial model here.
+        reward, num_prompts, samples_per_prompt, max_new_tokens, kl_reference, seed, prompts,
+        evaluate_at_start: See ``SampledEvaluation``; ``kl_reference="auto"`` means the initial model here.
     """
 
     def __init__(
@@ -64,8 +64,19 @@ class BestOfNEvaluation(SampledEvaluation):
         max_new_tokens: int = 24,
         kl_reference: str | None = "auto",
         seed: int = 1234,
+        prompts: str | None = None,
+        evaluate_at_start: bool = False,
     ) -> None:
-        super().__init__(_RecordingReward(reward or LexiconSentimentReward()), num_prompts, samples_per_prompt, max_new_tokens, kl_reference, seed)
+        super().__init__(
+            _RecordingReward(reward or LexiconSentimentReward()),
+            num_prompts=num_prompts,
+            samples_per_prompt=samples_per_prompt,
+            max_new_tokens=max_new_tokens,
+            kl_reference=kl_reference,
+            seed=seed,
+            prompts=prompts,
+            evaluate_at_start=evaluate_at_start,
+        )
         self.best_of_n = best_of_n
         self.num_reference_samples = num_reference_samples
         self._reference_rewards: torch.Tensor | None = None
@@ -86,7 +97,7 @@ class BestOfNEvaluation(SampledEvaluation):
     def reference_rewards(self, reference: PreTrainedModel, datamodule, n: int) -> torch.Tensor:
         """Rewards [P, m] of m reference samples per evaluation prompt, drawn once and cached."""
         if self._reference_rewards is None:
-            texts, prompt_ids = zip(*datamodule.eval_prompts(self.num_prompts))
+            texts, prompt_ids = zip(*self.held_out_prompts(datamodule))
             m = max(self.num_reference_samples, n)
             samples = sample_completions(reference, datamodule.tokenizer, list(prompt_ids), m, self.max_new_tokens, batch_size=256, seed=self.seed + 1)
             self._reference_rewards = score_completions(datamodule.tokenizer, self.reward.inner, list(texts), samples)
