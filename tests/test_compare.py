@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from experiments.compare.plan import METHODS, QUICK, Budget, Run, plan, run_args
+from experiments.compare.plan import METHODS, QUICK, Budget, plan, run_args
 from experiments.compare.report import aggregate
 from lit_align.utils.scalars import read_scalars
 

@@ -66,11 +66,9 @@ METHODS: dict[str, Method] = {
         Method("ipo", "ipo.yaml", "embedded_pairs.yaml", "model.init_args.tau", "tau", (0.05, 0.1, 0.5), 0.1, meaning="regularisation tau; target margin 1/(2 tau)"),
         Method("kto", "kto.yaml", "embedded_unpaired.yaml", "model.init_args.beta", "beta", (0.03, 0.1, 0.3), 0.1, meaning="KL penalty beta"),
         Method("orpo", "orpo.yaml", "embedded_pairs.yaml", "model.init_args.odds_ratio_weight", "lambda", (0.1, 0.5, 1.0), 0.5, meaning="odds-ratio weight lambda (no reference)"),
-        # BOND and J-BOND sample from the anchor and the policy at every step, which costs several
-        # times a DPO step on CPU: one strength each keeps the default comparison near 30 minutes.
-        # Sweep them with e.g. `--methods bond` after editing these tuples.
-        Method("bond", "bond.yaml", "embedded_best_of_n.yaml", "data.init_args.num_samples", "N", (4,), 2, meaning="N of the Best-of-N target; KL* = log N - (N-1)/N"),
-        Method("jbond", "jbond.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_weight", "gamma", (0.1,), 0.1, meaning="KL weight gamma to the EMA anchor"),
+        # BOND and J-BOND sample from the anchor and the policy at every step (about 3x a DPO step here).
+        Method("bond", "bond.yaml", "embedded_best_of_n.yaml", "data.init_args.num_samples", "N", (2, 4, 8), 2, meaning="N of the Best-of-N target; KL* = log N - (N-1)/N"),
+        Method("jbond", "jbond.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_weight", "gamma", (0.03, 0.1, 0.3), 0.1, meaning="KL weight gamma to the EMA anchor"),
     ]
 }
 

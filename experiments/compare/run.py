@@ -18,7 +18,9 @@ interrupted comparison resumes. View the runs side by side: ``tensorboard --logd
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gc
+import multiprocessing
 import os
 import platform
 import shutil
@@ -45,7 +47,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="optimiser steps per run (default 120)")
     parser.add_argument("--eval-every", type=int, help="steps between evaluations (default 30)")
     parser.add_argument("--sft-model", help="start every method from this model instead of training the SFT start (e.g. data/embedded/sft)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    parser.add_argument("--jobs", type=int, help="runs trained at once, each in its own process (default: one per CPU core, at most 4; --quick: 1)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads per run (default: 1 with --jobs > 1, else torch's choice; 1 is faster on a busy machine)")
     parser.add_argument("--report-only", action="store_true", help="train nothing: rebuild results.md and frontier.png from the runs finished so far")
     parser.add_argument("--force", action="store_true", help="retrain the SFT start and rerun finished runs")
     return parser.parse_args(argv)
@@ -101,7 +104,7 @@ def execute(run: Run, sft: str, tb: str, budget: Budget, force: bool) -> dict:
     args = run_args(run, sft, tb, budget)
     # Reuse a finished run only when it ran with exactly these arguments (same budget, start, data).
     if os.path.exists(done) and not force and load_json(done).get("args") == args:
-        return load_json(done)
+        return {**load_json(done), "reused": True}
     if os.path.isdir(log_dir):
         shutil.rmtree(log_dir)  # events of an earlier attempt would mix into this run's curves
     start, cpu = time.perf_counter(), time.process_time()
@@ -112,6 +115,85 @@ def execute(run: Run, sft: str, tb: str, budget: Budget, force: bool) -> dict:
     result["args"] = args
     save_json(done, result)
     return result
+
+
+def work(run: Run, sft: str, tb: str, budget: Budget, force: bool, threads: int | None) -> dict:
+    """One run in a worker process (spawned: a fresh interpreter, so torch's threads are its own)."""
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        return execute(run, sft, tb, budget, force)
+    finally:
+        gc.collect()
+
+
+def train_all(runs: list[Run], sft: str, tb: str, budget: Budget, args: argparse.Namespace, began: float, jobs: int, threads: int | None) -> tuple[list[dict], dict[str, str]]:
+    """Train (or reuse, or with --report-only just collect) every run; return results in plan order and failures.
+
+    With ``jobs > 1`` the runs go to a pool of spawned processes, one torch thread each by default:
+    the tiny model cannot use two cores in one process, so two runs at once nearly halve the wall time.
+    """
+    results: dict[int, dict] = {}
+    failed: dict[str, str] = {}
+    if args.report_only:
+        for i, run in enumerate(runs):
+            done = os.path.join(tb, run.name, run.version, "compare_result.json")
+            if os.path.exists(done):
+                results[i] = load_json(done)
+            else:
+                failed[f"{run.name}/{run.version}"] = "not run yet (--report-only)"
+        return [results[i] for i in sorted(results)], failed
+
+    print(f"lit_align compare: training {len(runs)} runs, {jobs} at a time ({threads or 'default'} torch thread(s) each)", flush=True)
+    training_began, trained = time.perf_counter(), 0
+
+    def report(i: int, value: dict | None = None, error: BaseException | None = None) -> None:
+        nonlocal trained
+        run = runs[i]
+        label = f"{run.name}/{run.version}"
+        finished = len(results) + len(failed) + 1
+        counter = f"[{finished}/{len(runs)}]"
+        if error is not None:  # one broken method (or config: the CLI exits) must not cost the whole comparison
+            failed[label] = f"{type(error).__name__}: {error}"
+            print(f"lit_align compare: {counter} {label} FAILED: {failed[label]}", flush=True)
+            return
+        results[i] = value
+        reused = value.get("reused", False)
+        trained += not reused
+        # ETA from the runs trained in this call (a resumed comparison reuses finished runs instantly).
+        per_run = (time.perf_counter() - training_began) / max(1, trained)
+        print(f"lit_align compare: {counter} {label}: reward {value['reward']:.3f}, KL {value['kl']:.2f}, {value['wall_seconds']:.0f} s{' (finished earlier)' if reused else ''} | "
+              f"elapsed {clock(time.perf_counter() - began)}, ETA {clock(per_run * (len(runs) - finished))}", flush=True)
+
+    if jobs == 1:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        for i, run in enumerate(runs):
+            print(f"lit_align compare: [{i + 1}/{len(runs)}] {run.name}/{run.version} ...", flush=True)
+            try:
+                value = execute(run, sft, tb, budget, args.force)
+            except (Exception, SystemExit) as error:
+                report(i, error=error)
+                continue
+            finally:
+                gc.collect()
+            report(i, value)
+    else:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(work, run, sft, tb, budget, args.force, threads): i for i, run in enumerate(runs)}
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    value = future.result()
+                except (Exception, SystemExit) as error:
+                    report(futures[future], error=error)
+                    continue
+                report(futures[future], value)
+    return [results[i] for i in sorted(results)], failed
 
 
 def clock(seconds: float) -> str:
@@ -134,40 +216,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"lit_align compare: {len(runs)} runs ({', '.join(budget.methods)}; seeds {list(budget.seeds)}), {budget.steps} steps each, evaluation every {budget.eval_every} steps")
     load_before, began = os.getloadavg()[0], time.perf_counter()
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     sft = args.sft_model or (os.path.join(out, "sft") if args.report_only else train_sft(out, budget, args.force))
     if not args.report_only:
         prepare_data(sft, budget)
-    results, failed, trained, training_began = [], {}, 0, time.perf_counter()
-    for i, run in enumerate(runs):
-        label, counter = f"{run.name}/{run.version}", f"[{i + 1}/{len(runs)}]"
-        print(f"lit_align compare: {counter} {label} ...", flush=True)
-        started = time.perf_counter()
-        if args.report_only:
-            done = os.path.join(tb, run.name, run.version, "compare_result.json")
-            if os.path.exists(done):
-                results.append(load_json(done))
-            else:
-                failed[label] = "not run yet (--report-only)"
-            continue
-        try:
-            results.append(execute(run, sft, tb, budget, args.force))
-        except (Exception, SystemExit) as error:  # one broken method (or config: the CLI exits) must not cost the whole comparison
-            failed[label] = f"{type(error).__name__}: {error}"
-            print(f"lit_align compare: {counter} {label} FAILED: {failed[label]}", flush=True)
-            continue
-        finally:
-            gc.collect()
-        reused = time.perf_counter() - started < 0.5 * results[-1]["wall_seconds"]
-        trained += not reused
-        # ETA from the runs trained in this call (a resumed comparison reuses finished runs instantly).
-        per_run = (time.perf_counter() - training_began) / max(1, trained)
-        r = results[-1]
-        print(f"lit_align compare: {counter} {label}: reward {r['reward']:.3f}, KL {r['kl']:.2f}, {r['wall_seconds']:.0f} s{' (finished earlier)' if reused else ''} | "
-              f"elapsed {clock(time.perf_counter() - began)}, ETA {clock(per_run * (len(runs) - i - 1))}", flush=True)
+    jobs = args.jobs or (1 if args.quick else max(1, min(4, os.cpu_count() or 1)))
+    threads = args.threads or (1 if jobs > 1 else None)
+    results, failed = train_all(runs, sft, tb, budget, args, began, jobs, threads)
 
     from lit_align.data.embedded import embedded_rows
 
@@ -182,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"evaluated every {budget.eval_every} steps on {budget.eval_prompts} held-out prompts × {budget.samples_per_prompt} samples; seeds {list(budget.seeds)}.",
         ("Rebuilt with --report-only from the runs finished so far; " if args.report_only else "") + f"Total wall time {clock(wall)} on {platform.machine()} with {os.cpu_count()} CPU core(s); 1-minute load average {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end (other work on the machine slows every run). "
-        f"CPU time summed over the runs: {clock(sum(r.get('cpu_seconds', 0.0) for r in results))} (torch threads: {args.threads or 'default'}).",
+        f"CPU time summed over the runs: {clock(sum(r.get('cpu_seconds', 0.0) for r in results))} ({jobs} run(s) at a time, torch threads per run: {threads or 'default'}).",
         "Reward and KL are the last evaluation of each run; KL(pi ‖ SFT) is the sampled estimate of `SampledEvaluation`. "
         "Wall time is the whole `fit` (model loading, training, evaluations); tokens/s counts the non-pad tokens of the "
         "policy's gradient-carrying forwards over the time spent in training steps (see experiments/compare/throughput.py).",
