@@ -34,15 +34,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 RUNS = {
-    # name: (algorithm class, reference mode, group_by_length)
-    "dpo-copy": ("DPO", "copy", False),
-    "dpo-precomputed": ("DPO", "precomputed", False),
-    "dpo-adapter": ("DPO", "adapter", False),
-    "dpo-copy-grouped": ("DPO", "copy", True),
-    "cdpo-copy": ("ConservativeDPO", "copy", False),
-    "ipo-copy": ("IPO", "copy", False),
-    "orpo-none": ("ORPO", "none", False),
-    "trl-dpo": ("trl", "copy", False),
+    # name: (algorithm class, reference mode, group_by_length, head_mode)
+    "dpo-copy": ("DPO", "copy", False, "compact"),
+    "dpo-copy-fullhead": ("DPO", "copy", False, "full"),
+    "dpo-precomputed": ("DPO", "precomputed", False, "compact"),
+    "dpo-adapter": ("DPO", "adapter", False, "compact"),
+    "dpo-copy-grouped": ("DPO", "copy", True, "compact"),
+    "cdpo-copy": ("ConservativeDPO", "copy", False, "compact"),
+    "ipo-copy": ("IPO", "copy", False, "compact"),
+    "orpo-none": ("ORPO", "none", False, "compact"),
+    "trl-dpo": ("trl", "copy", False, None),
 }
 
 
@@ -93,7 +94,7 @@ class StepTimer:
         self.step += 1
 
 
-def run_lit_align(args, algorithm: str, reference: str, grouped: bool, data: str, timer: StepTimer) -> dict:
+def run_lit_align(args, algorithm: str, reference: str, grouped: bool, head_mode: str, data: str, timer: StepTimer) -> dict:
     from lightning import Callback, Trainer
 
     import lit_align.algorithms as algorithms
@@ -108,7 +109,7 @@ def run_lit_align(args, algorithm: str, reference: str, grouped: bool, data: str
             timer.end()
 
     # Each algorithm at its own defaults (DPO/cDPO beta 0.1, IPO tau, ORPO lambda).
-    module = getattr(algorithms, algorithm)(model=args.model, reference=reference, reference_batch_size=64)
+    module = getattr(algorithms, algorithm)(model=args.model, reference=reference, reference_batch_size=64, head_mode=head_mode)
     datamodule = PairwiseDataModule(model=args.model, dataset=data, val_fraction=0.05, batch_size=args.batch_size, max_length=64, max_prompt_length=16, group_by_length=grouped)
     trainer = Trainer(
         accelerator=args.accelerator,
@@ -188,14 +189,14 @@ def one(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    algorithm, reference, grouped = RUNS[args.one]
+    algorithm, reference, grouped, head_mode = RUNS[args.one]
     cuda = args.accelerator in ("gpu", "cuda")
     baseline_rss = rss_mb()
     timer = StepTimer(args.warmup, cuda)
     if algorithm == "trl":
         info = run_trl(args, args.data, timer)
     else:
-        info = run_lit_align(args, algorithm, reference, grouped, args.data, timer)
+        info = run_lit_align(args, algorithm, reference, grouped, head_mode, args.data, timer)
     step_s = statistics.median(timer.times)
     per_pair, _ = tokens_per_pair(args.model, args.data)
     tokens_per_step = per_pair * args.batch_size
@@ -226,7 +227,7 @@ def one(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {', '.join(RUNS)}")
-    parser.add_argument("--model", default="embedded:tiny")
+    parser.add_argument("--model", default="tiny-llama-32k", help="tiny-llama-32k (random-init Llama, vocabulary 32000, built here), embedded:tiny (vocabulary 93), or a save_pretrained folder")
     parser.add_argument("--examples", type=int, default=512, help="pairs in the workload")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
@@ -241,10 +242,12 @@ def main() -> None:
     if args.one:
         return one(args)
 
-    from benchmarks.workload import write_pairs
+    from benchmarks.workload import write_model, write_pairs
 
     workdir = tempfile.mkdtemp(prefix="lit-align-bench-")
     data = write_pairs(os.path.join(workdir, "pairs.jsonl"), args.examples, seed=0)
+    if args.model == "tiny-llama-32k":
+        args.model = write_model(os.path.join(workdir, "tiny-llama-32k"))
     env = {**os.environ, "LIT_ALIGN_CACHE": os.path.join(workdir, "cache"), "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     results = []
     for name in args.runs.split(","):

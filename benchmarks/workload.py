@@ -24,3 +24,26 @@ def write_pairs(path: str, n: int, seed: int = 0) -> str:
                 rejected = make_completion(prompt, rng, 0.1)
             f.write(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected}) + "\n")
     return path
+
+
+# A tiny Llama with a real vocabulary size (Llama 2's 32000). The embedded model's 93-word vocabulary
+# makes the LM head ~1% of the FLOPs; in every real LLM (32k-150k tokens) the head and its
+# [batch, length, vocab] logits are a large share of time and most of the activation memory, which
+# is what the DPO implementations differ in. Token ids come from the embedded tokenizer (< 93).
+TINY_LLAMA_32K = dict(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=False)
+
+
+def write_model(path: str, seed: int = 0, **config: int) -> str:
+    """Save a random-init ``LlamaForCausalLM`` (``TINY_LLAMA_32K`` unless overridden) with the embedded tokenizer to ``path``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lit_align.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer("embedded:tiny")
+    settings = {**TINY_LLAMA_32K, **config}
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**settings, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from lit_align.ops import SequenceLogps, sequence_logps
+from lit_align.head import HEAD_MODES, HeadMode, completion_logps
+from lit_align.ops import SequenceLogps
 
 ReferenceMode = Literal["copy", "none", "precomputed", "adapter"]
 REFERENCE_MODES = ("copy", "none", "precomputed", "adapter")
@@ -80,13 +81,17 @@ def add_lora(policy: PreTrainedModel, settings: LoraSettings) -> nn.Module:
 class PolicyWithReference(nn.Module):
     """The policy and its reference (see module docstring for the modes)."""
 
-    def __init__(self, policy: PreTrainedModel, reference: ReferenceMode = "copy", lora: LoraSettings | None = None) -> None:
+    def __init__(self, policy: PreTrainedModel, reference: ReferenceMode = "copy", lora: LoraSettings | None = None, head_mode: HeadMode = "compact") -> None:
         super().__init__()
+        if head_mode not in HEAD_MODES:
+            raise ValueError(f"unknown head_mode {head_mode!r}; expected one of {', '.join(HEAD_MODES)}")
         if reference not in REFERENCE_MODES:
             raise ValueError(f"unknown reference mode {reference!r}; expected one of {', '.join(REFERENCE_MODES)}")
         if lora is not None and reference != "adapter":
             raise ValueError(f"LoRA settings are only used with reference='adapter' (got reference={reference!r})")
         self.mode = reference
+        # compact: the LM head runs only on completion positions, chunked (lit_align.head).
+        self.head_mode = head_mode
         # from_pretrained returns models in eval mode and Lightning >= 2.6 keeps module modes as
         # found, so without this the policy would train with dropout silently off.
         policy.train()
@@ -109,11 +114,8 @@ class PolicyWithReference(nn.Module):
             self.reference.eval()
         return self
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.policy(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-
     def policy_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> SequenceLogps:
-        return sequence_logps(self.logits(input_ids, attention_mask), input_ids, loss_mask)
+        return completion_logps(self.policy, input_ids, attention_mask, loss_mask, self.head_mode)
 
     @contextlib.contextmanager
     def reference_weights(self):
@@ -143,10 +145,8 @@ class PolicyWithReference(nn.Module):
             return SequenceLogps(*(t.to(device=input_ids.device, dtype=torch.float32) for t in cached))
         if self.mode == "adapter":
             with self.reference_weights() as reference:
-                logits = reference(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-            return sequence_logps(logits, input_ids, loss_mask)
-        logits = self.reference(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        return sequence_logps(logits, input_ids, loss_mask)
+                return completion_logps(reference, input_ids, attention_mask, loss_mask, self.head_mode)
+        return completion_logps(self.reference, input_ids, attention_mask, loss_mask, self.head_mode)
 
     def export_model(self) -> PreTrainedModel:
         """A plain ``PreTrainedModel`` to ``save_pretrained``: LoRA adapters are merged into a copy."""

@@ -27,7 +27,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_align.data.embedded import cache_root, model_fingerprint
 from lit_align.modeling import load_causal_lm, load_tokenizer
-from lit_align.ops import SequenceLogps, sequence_logps
+from lit_align.head import completion_logps
+from lit_align.ops import SequenceLogps
 
 REFERENCE_KEY = "reference_logps"
 # Bump when the row layout or what a value means changes, so old caches are not reused.
@@ -73,8 +74,7 @@ def compute_reference_logps(model: torch.nn.Module, collate, examples: list[dict
         batch = collate(chunk)
         input_ids, attention_mask, loss_mask = (t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.loss_mask))
         with forward_context() if forward_context is not None else contextlib.nullcontext():
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        logps = sequence_logps(logits, input_ids, loss_mask)
+            logps = completion_logps(model, input_ids, attention_mask, loss_mask)
         rows = input_ids.shape[0] // len(chunk)
         # Row k of example i sits at i + k * len(chunk) in the collated batch (side-major).
         values = torch.stack([logps.sum, logps.count], dim=-1).float().cpu().view(rows, len(chunk), 2)

@@ -1,7 +1,8 @@
 """Training throughput of any algorithm, measured the same way for all: ``throughput/tokens_per_sec``.
 
 Tokens are the non-pad tokens of every policy forward that carries gradient (a forward pre-hook on
-the policy counts ``attention_mask.sum()`` while grad is on): exactly the sequences the loss trains
+the policy's backbone — which runs whether the LM head is applied by the model's own forward or
+by ``lit_align.head`` — counts ``attention_mask.sum()`` while grad is on): exactly the sequences the loss trains
 on — chosen + rejected for pairwise methods, the unpaired samples for KTO, the best anchor sample and
 the policy samples for BOND / J-BOND. Sampling (no grad) and reference forwards are not counted,
 but their time is: the clock covers every training step end to end (data, sampling, forward,
@@ -34,7 +35,11 @@ class TokenThroughput(Callback):
             self.tokens += int(mask.sum())
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._handle = pl_module.policy.policy.register_forward_pre_hook(self._count, with_kwargs=True)
+        policy = pl_module.policy.policy
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        backbone = base.get_decoder() if hasattr(base, "get_decoder") else None
+        hooked = backbone if isinstance(backbone, torch.nn.Module) and backbone is not base else policy
+        self._handle = hooked.register_forward_pre_hook(self._count, with_kwargs=True)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         self._started = time.perf_counter()

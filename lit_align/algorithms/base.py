@@ -15,6 +15,7 @@ import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from lit_align.head import HeadMode
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.policy import LoraSettings, PolicyWithReference, ReferenceMode
 from lit_align.reference_cache import precompute_reference
@@ -55,6 +56,9 @@ class AlignmentModule(LightningModule):
         dtype: Load weights in this dtype (e.g. ``bfloat16``); None keeps the checkpoint's.
         gradient_checkpointing: Recompute activations in backward to save memory.
         trust_remote_code: Allow model code shipped with a hub checkpoint to run (off by default).
+        head_mode: ``compact`` projects only completion positions through the LM head, in chunks,
+            never holding ``[batch, length, vocab]`` logits (``lit_align.head``); ``full`` takes the
+            model's own logits (same values, more memory; models with soft-capped/scaled logits use it anyway).
     """
 
     default_reference: ClassVar[ReferenceMode] = "copy"
@@ -72,6 +76,7 @@ class AlignmentModule(LightningModule):
         dtype: str | None = None,
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
+        head_mode: HeadMode = "compact",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
@@ -81,7 +86,7 @@ class AlignmentModule(LightningModule):
         policy = load_causal_lm(model, load_tokenizer(model, trust_remote_code), dtype=dtype, trust_remote_code=trust_remote_code)
         if gradient_checkpointing:
             policy.gradient_checkpointing_enable()
-        self.policy = PolicyWithReference(policy, reference or self.default_reference, lora)
+        self.policy = PolicyWithReference(policy, reference or self.default_reference, lora, head_mode)
 
     @classmethod
     def algorithm_name(cls) -> str:
@@ -162,8 +167,24 @@ class AlignmentModule(LightningModule):
         checkpoint["state_dict"].update({k: v for k, v in self.state_dict().items() if k.startswith(REFERENCE_PREFIX)})
 
     # ----- export ------------------------------------------------------------------------------
-    def export(self, directory: str, tokenizer: Any = None) -> None:
-        """Write the policy (safetensors) and tokenizer with ``save_pretrained``: any HF tool loads it."""
-        self.policy.export_model().save_pretrained(directory, safe_serialization=True)
+    def export(self, directory: str, tokenizer: Any = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the policy (safetensors) and tokenizer with ``save_pretrained``: any HF tool loads it.
+
+        ``state_dict``: this module's full (unsharded) state, e.g. gathered from FSDP shards; the
+        policy is then rebuilt unsharded from ``model`` and loaded with it before saving.
+        """
+        policy = self.policy
+        if state_dict is not None:
+            prefix = "policy.policy."
+            weights = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            trust = self.hparams.get("trust_remote_code", False)
+            fresh = load_causal_lm(self.model_name, load_tokenizer(self.model_name, trust), dtype=self.hparams.get("dtype"), trust_remote_code=trust)
+            policy = PolicyWithReference(fresh, "adapter" if self.policy.mode == "adapter" else "none", self.hparams.get("lora") if self.policy.mode == "adapter" else None)
+            missing, unexpected = policy.policy.load_state_dict(weights, strict=False)
+            tied = getattr(fresh.config, "tie_word_embeddings", False)
+            missing = [k for k in missing if not (tied and k.endswith("lm_head.weight"))]  # tied: stored once
+            if missing or unexpected:
+                raise RuntimeError(f"export: the gathered state does not fit {self.model_name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        policy.export_model().save_pretrained(directory, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
