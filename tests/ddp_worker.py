@@ -27,11 +27,13 @@ GLOBAL_BATCH = 8
 
 
 class InOrder(PairwiseDataModule):
-    """No shuffling: DistributedSampler(shuffle=False) gives rank r rows r, r+W, ...; the union of a
-    step's rank batches is then exactly the single process's first batch."""
+    """No shuffling: rank r takes rows r, r+W, ... (as DistributedSampler(shuffle=False) would); the
+    union of a step's rank batches is then exactly the single process's first batch. Validation
+    uses the DataModule's own rank sharding, as under the ddp/fsdp presets."""
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_examples, self.batch_size, shuffle=False, collate_fn=self.collate, drop_last=True)
+        rows = self.train_examples[self.trainer.global_rank :: self.trainer.world_size]
+        return DataLoader(rows, self.batch_size, shuffle=False, collate_fn=self.collate, drop_last=True)
 
 
 class Record(Callback):
@@ -58,6 +60,7 @@ def main(out_dir: str, devices: int) -> None:
         accelerator="cpu",
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
+        use_distributed_sampler=False,  # as configs/trainer/ddp.yaml: the DataModule shards
         max_steps=1,
         val_check_interval=1,
         num_sanity_val_steps=0,
@@ -72,6 +75,7 @@ def main(out_dir: str, devices: int) -> None:
         values = dict(record.values)
         values.update({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         values["num_val_examples"] = len(datamodule.val_examples)
+        values["num_val_examples_rank0"] = len(datamodule.val_shard())
         with open(os.path.join(out_dir, f"metrics_{devices}.json"), "w") as f:
             json.dump(values, f, indent=1)
         weights = torch.cat([p.detach().flatten() for p in model.policy.policy.parameters()])

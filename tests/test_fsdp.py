@@ -67,7 +67,11 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
             if p.grad is not None:  # None on a rank whose shard of that parameter is empty
                 p -= 1.0 * p.grad
     after = model(input_ids, loss_mask).item()
+    from lit_align.fsdp import full_state_dict
+
+    gathered = full_state_dict(model)  # a collective: both ranks call it, rank 0 receives the weights
     if rank == 0:
+        torch.save({k: v for k, v in gathered.items() if k.startswith("pair.policy.")}, out + ".policy.pt")
         with open(out, "w") as f:
             json.dump({"full": full, "local": local, "units": units, "at_init": at_init, "after": after}, f)
     dist.destroy_process_group()
@@ -101,6 +105,12 @@ def test_fsdp_on_cpu_shards_policy_and_reference_and_matches_one_process(tmp_pat
     after = module(input_ids, loss_mask).item()
     assert after < 0.6931 - 1e-3  # the step moved the loss: the comparison below is not vacuous
     assert result["after"] == pytest.approx(after, abs=1e-5)
+    # The gathered full state (what ExportPretrained saves under FSDP) is the unsharded updated policy.
+    gathered = torch.load(out + ".policy.pt")
+    expected = {f"pair.policy.{k}": v for k, v in module.pair.policy.state_dict().items()}
+    assert set(gathered) == set(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(gathered[name], value, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_fsdp_preset_resolves_the_decoder_layer_policy():

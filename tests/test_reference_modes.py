@@ -138,3 +138,24 @@ def test_unknown_mode_and_misplaced_lora_are_rejected():
         PolicyWithReference(model, "frozen")
     with pytest.raises(ValueError, match="only used with reference='adapter'"):
         PolicyWithReference(model, "copy", LoraSettings())
+
+
+def test_sampled_evaluation_kl_in_adapter_mode_uses_adapters_off_not_a_second_model(pairs, monkeypatch):
+    pytest.importorskip("peft")
+    from lit_align.callbacks import SampledEvaluation, sampled_eval
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a second reference model was loaded")
+
+    monkeypatch.setattr(sampled_eval, "load_causal_lm", no_load)
+    module = DPO(model="embedded:tiny", reference="adapter", lora=LoraSettings(r=4, alpha=8))
+    evaluation = SampledEvaluation(num_prompts=4, samples_per_prompt=2, max_new_tokens=8)
+    dm = datamodule(pairs)
+    # Fresh adapters (LoRA B = 0): policy == reference, so the sampled KL is exactly 0 ...
+    assert evaluation.measure(module.policy.policy, dm, evaluation._reference(module))["eval/kl"] == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():  # ... and once the adapters are "trained" it is not.
+        for name, p in module.policy.policy.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.02)
+    assert abs(evaluation.measure(module.policy.policy, dm, evaluation._reference(module))["eval/kl"]) > 1e-3
+    assert module.policy.policy.training  # the adapter context restored train mode

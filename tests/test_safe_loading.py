@@ -49,3 +49,27 @@ def test_checkpoints_load_with_weights_only_and_export_is_safetensors(tmp_path):
     files = os.listdir(export)
     assert "model.safetensors" in files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
+
+
+@pytest.mark.parametrize("reference", ["copy", "adapter"])
+def test_export_from_a_gathered_state_dict_rebuilds_the_unsharded_policy(tmp_path, reference):
+    """What ExportPretrained does under FSDP: rank 0 gets the full state dict and rebuilds the policy."""
+    if reference == "adapter":
+        pytest.importorskip("peft")
+    from lit_align.algorithms import DPO
+
+    trained = DPO(model="embedded:micro", reference=reference)
+    with torch.no_grad():
+        for name, p in trained.policy.policy.named_parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    state = trained.state_dict()
+    # A module whose own weights are untouched (like a rank's sharded view) exports the gathered ones.
+    DPO(model="embedded:micro", reference=reference).export(str(tmp_path / "out"), state_dict=state)
+    exported = load_causal_lm(str(tmp_path / "out"))
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+    expected = trained.policy.export_model()(input_ids=ids).logits
+    torch.testing.assert_close(exported(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-4)
+    assert (expected - load_causal_lm("embedded:micro")(input_ids=ids).logits).abs().max() > 1e-3
+    with pytest.raises(RuntimeError, match="does not fit"):
+        DPO(model="embedded:micro", reference=reference).export(str(tmp_path / "bad"), state_dict={**state, "policy.policy.extra.weight": torch.zeros(1)})

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_only
+
+from lit_align.fsdp import fsdp_root, full_state_dict
 
 
 class ExportPretrained(Callback):
@@ -21,13 +22,18 @@ class ExportPretrained(Callback):
         self.also_to = also_to
         self.paths: list[str] = []
 
-    @rank_zero_only
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
+        # Under FSDP each rank holds a shard: gather the full weights (every rank takes part), then
+        # rank 0 writes them. Under DDP / one device rank 0's module is already complete.
+        root = fsdp_root(getattr(trainer.strategy, "model", None))
+        state = full_state_dict(root) if root is not None else None
+        if not trainer.is_global_zero:
+            return
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
-        root = trainer.log_dir or trainer.default_root_dir
-        self.paths = [os.path.join(root, self.subdir)] + ([self.also_to] if self.also_to else [])
+        root_dir = trainer.log_dir or trainer.default_root_dir
+        self.paths = [os.path.join(root_dir, self.subdir)] + ([self.also_to] if self.also_to else [])
         for path in self.paths:
-            pl_module.export(path, tokenizer)
+            pl_module.export(path, tokenizer, state_dict=state)
             print(f"lit_align: saved the trained policy (save_pretrained, safetensors) to {path}")

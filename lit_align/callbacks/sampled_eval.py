@@ -6,6 +6,9 @@ which is what makes reward-vs-KL comparisons across methods fair.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, ContextManager
+
 import torch
 from lightning import Callback, LightningModule, Trainer
 from transformers import PreTrainedModel
@@ -14,8 +17,8 @@ from lit_align.data.collate import sequences_with_mask
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.sources import load_rows
 from lit_align.generation import sample_completions
+from lit_align.head import completion_logps
 from lit_align.modeling import is_embedded, load_causal_lm
-from lit_align.ops import sequence_logps
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
 
 
@@ -26,8 +29,7 @@ def sequence_logps_of(model: PreTrainedModel, prompts: list[list[int]], completi
     out = []
     for start in range(0, len(prompts), batch_size):
         input_ids, attention_mask, loss_mask = (t.to(device) for t in sequences_with_mask(prompts[start : start + batch_size], completions[start : start + batch_size], pad_id))
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        out.append(sequence_logps(logits, input_ids, loss_mask).sum.cpu())
+        out.append(completion_logps(model, input_ids, attention_mask, loss_mask).sum.cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -77,11 +79,15 @@ class SampledEvaluation(Callback):
         self._loaded_reference: PreTrainedModel | None = None
         self.last: dict[str, float] = {}
 
-    def _reference(self, pl_module: LightningModule) -> PreTrainedModel | None:
+    def _reference(self, pl_module: LightningModule) -> "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]] | None":
         if self.kl_reference is None:
             return None
         if self.kl_reference == "auto" and pl_module.policy.reference is not None:
             return pl_module.policy.reference
+        if self.kl_reference == "auto" and pl_module.policy.mode == "adapter":
+            # The reference is the policy with its LoRA adapters off: no second copy to load.
+            return pl_module.policy.reference_weights
+        # precomputed / none: the cache covers the training data only, so fresh samples need the model.
         if self._loaded_reference is None:
             name = pl_module.model_name if self.kl_reference == "auto" else self.kl_reference
             self._loaded_reference = load_causal_lm(name).to(pl_module.device).eval().requires_grad_(False)
@@ -98,8 +104,11 @@ class SampledEvaluation(Callback):
             self._prompts = [(datamodule.encoder.render_prompt(t), datamodule.encoder.encode_prompt(t)) for t in texts]
         return self._prompts
 
-    def measure(self, policy: PreTrainedModel, datamodule, reference: PreTrainedModel | None = None) -> dict[str, float]:
-        """Reward (and KL to ``reference``, if given) of samples from ``policy`` on held-out prompts."""
+    def measure(self, policy: PreTrainedModel, datamodule, reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]] | None" = None) -> dict[str, float]:
+        """Reward (and KL to ``reference``, if given) of samples from ``policy`` on held-out prompts.
+
+        ``reference`` is a model or a zero-argument callable returning a context that yields one.
+        """
         tokenizer = datamodule.tokenizer
         texts, prompt_ids = zip(*self.held_out_prompts(datamodule))
         was_training = policy.training
@@ -112,7 +121,12 @@ class SampledEvaluation(Callback):
         if reference is not None:
             pad = tokenizer.pad_token_id
             policy.eval()
-            kl = sequence_logps_of(policy, prompts, completions, pad) - sequence_logps_of(reference, prompts, completions, pad)
+            policy_logps = sequence_logps_of(policy, prompts, completions, pad)
+            # A model, or a context that yields one (the adapter-off policy): entered only after the
+            # policy's own log-probs are taken.
+            scope = contextlib.nullcontext(reference) if isinstance(reference, torch.nn.Module) else reference()
+            with scope as reference_model:
+                kl = policy_logps - sequence_logps_of(reference_model, prompts, completions, pad)
             result["eval/kl"] = kl.mean().item()
         policy.train(was_training)
         return result

@@ -270,7 +270,22 @@ class AlignmentDataModule(LightningDataModule):
             self._train_loader.load_state_dict(self._loader_state)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_examples, self.eval_batch_size, shuffle=False, collate_fn=self.collate, num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(self.val_shard(), self.eval_batch_size, shuffle=False, collate_fn=self.collate, num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
+
+    def val_shard(self) -> list[dict]:
+        """This rank's validation examples: every ``world_size``-th one when Lightning does not shard.
+
+        The multi-device presets turn Lightning's sampler injection off (the train sampler shards by
+        rank itself), which would otherwise leave every rank validating the whole set. Each example
+        is seen by exactly one rank, with no padding duplicates (unlike DistributedSampler), so the
+        synced sum/count metrics are exact over the set.
+        """
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        lightning_shards = getattr(getattr(trainer, "_accelerator_connector", None), "use_distributed_sampler", True)
+        if world_size == 1 or lightning_shards:
+            return self.val_examples
+        return self.val_examples[trainer.global_rank :: world_size]
 
     def eval_prompts(self, n: int) -> list[tuple[str, list[int]]]:
         """Up to ``n`` held-out prompts as (rendered text, token ids) for sampling-based evaluation."""
