@@ -11,8 +11,9 @@ of batch ``--batch-size`` pairs on the same JSONL pairs (``benchmarks/workload.p
   one-off cost is printed separately);
 * peak memory — RSS high-water mark of the process on CPU (also the rise over the RSS measured
   after imports, before the model is built), CUDA peak allocation on GPU;
-* achieved FLOP/s = (6 N per trained token + 2 N per reference token) x padded tokens / step time,
-  and MFU against the dense-matmul peak measured in the same process.
+* achieved FLOP/s = useful model FLOPs per step / step time (``model_flops_per_pair``: 6N per trained
+  token and 2N per reference token, the LM head counted only on completion tokens), and MFU against
+  the dense-matmul peak measured in the same process.
 
 TRL is an optional extra (``pip install 'lit_align[bench]'``); without it the TRL rows are skipped.
 """
@@ -34,16 +35,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 RUNS = {
-    # name: (algorithm class, reference mode, group_by_length, head_mode)
-    "dpo-copy": ("DPO", "copy", False, "compact"),
-    "dpo-copy-fullhead": ("DPO", "copy", False, "full"),
-    "dpo-precomputed": ("DPO", "precomputed", False, "compact"),
-    "dpo-adapter": ("DPO", "adapter", False, "compact"),
-    "dpo-copy-grouped": ("DPO", "copy", True, "compact"),
-    "cdpo-copy": ("ConservativeDPO", "copy", False, "compact"),
-    "ipo-copy": ("IPO", "copy", False, "compact"),
-    "orpo-none": ("ORPO", "none", False, "compact"),
-    "trl-dpo": ("trl", "copy", False, None),
+    # name: (algorithm class, reference mode, group_by_length, head_mode, gradient checkpointing)
+    "dpo-copy": ("DPO", "copy", False, "compact", False),
+    "dpo-copy-gc": ("DPO", "copy", False, "compact", True),
+    "dpo-copy-fullhead": ("DPO", "copy", False, "full", False),
+    "dpo-precomputed": ("DPO", "precomputed", False, "compact", False),
+    "dpo-adapter": ("DPO", "adapter", False, "compact", False),
+    "dpo-copy-grouped": ("DPO", "copy", True, "compact", False),
+    "cdpo-copy": ("ConservativeDPO", "copy", False, "compact", False),
+    "ipo-copy": ("IPO", "copy", False, "compact", False),
+    "orpo-none": ("ORPO", "none", False, "compact", False),
+    # TRL 1.x turns gradient checkpointing on by default; -nogc matches our default (off).
+    "trl-dpo": ("trl", "copy", False, None, True),
+    "trl-dpo-nogc": ("trl", "copy", False, None, False),
 }
 
 
@@ -94,7 +98,7 @@ class StepTimer:
         self.step += 1
 
 
-def run_lit_align(args, algorithm: str, reference: str, grouped: bool, head_mode: str, data: str, timer: StepTimer) -> dict:
+def run_lit_align(args, algorithm: str, reference: str, grouped: bool, head_mode: str, checkpointing: bool, data: str, timer: StepTimer) -> dict:
     from lightning import Callback, Trainer
 
     import lit_align.algorithms as algorithms
@@ -109,7 +113,7 @@ def run_lit_align(args, algorithm: str, reference: str, grouped: bool, head_mode
             timer.end()
 
     # Each algorithm at its own defaults (DPO/cDPO beta 0.1, IPO tau, ORPO lambda).
-    module = getattr(algorithms, algorithm)(model=args.model, reference=reference, reference_batch_size=64, head_mode=head_mode)
+    module = getattr(algorithms, algorithm)(model=args.model, reference=reference, reference_batch_size=64, head_mode=head_mode, gradient_checkpointing=checkpointing)
     datamodule = PairwiseDataModule(model=args.model, dataset=data, val_fraction=0.05, batch_size=args.batch_size, max_length=64, max_prompt_length=16, group_by_length=grouped)
     trainer = Trainer(
         accelerator=args.accelerator,
@@ -132,7 +136,7 @@ def run_lit_align(args, algorithm: str, reference: str, grouped: bool, head_mode
     return {"parameters": frozen_or_all, "trainable": trainable, "fit_s": time.perf_counter() - start, "padding_fraction": padding.run_padding_fraction}
 
 
-def run_trl(args, data: str, timer: StepTimer) -> dict:
+def run_trl(args, data: str, checkpointing: bool, timer: StepTimer) -> dict:
     import torch
     from datasets import load_dataset
     from transformers import TrainerCallback
@@ -162,6 +166,7 @@ def run_trl(args, data: str, timer: StepTimer) -> dict:
         use_cpu=args.accelerator == "cpu",
         bf16=args.precision == "bf16-mixed",
         dataloader_num_workers=0,
+        gradient_checkpointing=checkpointing,
         seed=0,
     )
     dataset = load_dataset("json", data_files=data, split="train")
@@ -174,14 +179,35 @@ def run_trl(args, data: str, timer: StepTimer) -> dict:
 
 
 def tokens_per_pair(model: str, data: str) -> tuple[float, float]:
-    """Mean real tokens per pair (prompt+chosen + prompt+rejected) and mean padded row length, from our tokenisation."""
+    """Mean real tokens per pair (prompt+chosen + prompt+rejected) and mean completion tokens per pair, from our tokenisation."""
     from lit_align.data.pairwise import PairwiseDataModule
 
     datamodule = PairwiseDataModule(model=model, dataset=data, val_fraction=0.05, batch_size=1, max_length=64, max_prompt_length=16)
     datamodule.setup("fit")
     examples = datamodule.train_examples
     real = [2 * len(ex["prompt_ids"]) + len(ex["chosen_ids"]) + len(ex["rejected_ids"]) for ex in examples]
-    return statistics.mean(real), len(examples)
+    completion = [len(ex["chosen_ids"]) + len(ex["rejected_ids"]) for ex in examples]
+    return statistics.mean(real), statistics.mean(completion)
+
+
+def model_flops_per_pair(model: str, data: str) -> tuple[float, float]:
+    """Useful FLOPs of one pair: (policy forward+backward, reference forward).
+
+    The usual 6N / 2N per token, with N split: the decoder body (every real token) and the LM head
+    (only tokens whose log-prob enters the loss: the completion). Embedding lookups are free. Work
+    an implementation does beyond this (head on prompt and padding positions) is not counted, so
+    MFU says how much of the machine went into necessary work.
+    """
+    from lit_align.modeling import load_causal_lm, load_tokenizer
+
+    lm = load_causal_lm(model, load_tokenizer(model))
+    head = lm.get_output_embeddings().weight.numel()
+    embedding = lm.get_input_embeddings().weight.numel()
+    tied = lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
+    body = sum(p.numel() for p in lm.parameters()) - head - (0 if tied else embedding)
+    real, completion = tokens_per_pair(model, data)
+    per_forward = 2 * (body * real + head * completion)
+    return 3 * per_forward, per_forward
 
 
 def one(args) -> None:
@@ -189,21 +215,20 @@ def one(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    algorithm, reference, grouped, head_mode = RUNS[args.one]
+    algorithm, reference, grouped, head_mode, checkpointing = RUNS[args.one]
     cuda = args.accelerator in ("gpu", "cuda")
     baseline_rss = rss_mb()
     timer = StepTimer(args.warmup, cuda)
     if algorithm == "trl":
-        info = run_trl(args, args.data, timer)
+        info = run_trl(args, args.data, checkpointing, timer)
     else:
-        info = run_lit_align(args, algorithm, reference, grouped, head_mode, args.data, timer)
+        info = run_lit_align(args, algorithm, reference, grouped, head_mode, checkpointing, args.data, timer)
     step_s = statistics.median(timer.times)
     per_pair, _ = tokens_per_pair(args.model, args.data)
     tokens_per_step = per_pair * args.batch_size
-    # Forward+backward of the policy is ~6N FLOPs per token, a reference forward ~2N; padding is
-    # computed too, but we count only real tokens, so this is a lower bound on executed FLOPs.
-    n = info["parameters"]
-    flops_per_token = 6 * n + (2 * n if reference in ("copy", "adapter") else 0)
+    # LoRA (adapter) runs still back-propagate through every layer: counted like full fine-tuning.
+    policy_flops, reference_flops = model_flops_per_pair(args.model, args.data)
+    flops_per_step = args.batch_size * (policy_flops + (reference_flops if reference in ("copy", "adapter") else 0))
     dtype = torch.bfloat16 if args.precision.startswith("bf16") else torch.float32
     peak = matmul_peak_flops("cuda" if cuda else "cpu", dtype)
     result = {
@@ -215,10 +240,11 @@ def one(args) -> None:
         "peak_rss_mb": peak_rss_mb(),
         "rss_rise_mb": peak_rss_mb() - baseline_rss,
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-        "achieved_flops": flops_per_token * tokens_per_step / step_s,
+        "achieved_flops": flops_per_step / step_s,
         "matmul_peak_flops": peak,
-        "mfu": flops_per_token * tokens_per_step / step_s / peak,
+        "mfu": flops_per_step / step_s / peak,
         "steps_timed": len(timer.times),
+        "gradient_checkpointing": checkpointing,
         **info,
     }
     print("BENCH " + json.dumps(result), flush=True)
@@ -251,7 +277,7 @@ def main() -> None:
     env = {**os.environ, "LIT_ALIGN_CACHE": os.path.join(workdir, "cache"), "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     results = []
     for name in args.runs.split(","):
-        if name == "trl-dpo" and subprocess.run([sys.executable, "-c", "import trl"], env=env, capture_output=True).returncode:
+        if name.startswith("trl-") and subprocess.run([sys.executable, "-c", "import trl"], env=env, capture_output=True).returncode:
             print("trl-dpo: skipped (TRL not installed; pip install 'lit_align[bench]')")
             continue
         child = [sys.executable, __file__, "--one", name, "--data", data] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("one", "data", "runs", "out") and v is not None]
@@ -270,16 +296,20 @@ def main() -> None:
 
 
 def print_table(results: list[dict]) -> None:
+    """Markdown table; "vs TRL" compares like with like: gradient checkpointing on against ``trl-dpo``
+    (TRL's default), off against ``trl-dpo-nogc`` (falling back to whichever TRL run exists)."""
     by_name = {r["run"]: r for r in results}
-    trl, live = by_name.get("trl-dpo"), by_name.get("dpo-copy")
-    print("\n| run | tokens/s | tokens/CPU-s | step (ms) | CPU s/step | peak RSS (MB) | RSS rise (MB) | achieved GFLOP/s | MFU | tokens/s vs TRL | tokens/CPU-s vs TRL | peak RSS vs TRL | step vs dpo-copy | padding |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    live = by_name.get("dpo-copy")
+    print("\n| run | tokens/s | tokens/CPU-s | step (ms) | CPU s/step | peak RSS (MB) | RSS rise (MB) | achieved GFLOP/s | MFU | TRL run compared | tokens/s vs TRL | tokens/CPU-s vs TRL | peak RSS vs TRL | step vs dpo-copy | padding |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in results:
+        name = "trl-dpo" if r.get("gradient_checkpointing") else "trl-dpo-nogc"
+        trl = by_name.get(name) or by_name.get("trl-dpo") or by_name.get("trl-dpo-nogc")
         vs_trl = f"{r['tokens_per_s'] / trl['tokens_per_s']:.2f}x" if trl else "-"
         mem_trl = f"{r['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x" if trl else "-"
         cpu_trl = f"{r['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f}x" if trl else "-"
         vs_live = f"{r['step_s'] / live['step_s']:.2f}x" if live else "-"
-        print(f"| {r['run']} | {r['tokens_per_s']:.0f} | {r['tokens_per_cpu_s']:.0f} | {1000 * r['step_s']:.1f} | {r['cpu_s_per_step']:.3f} | {r['peak_rss_mb']:.0f} | {r['rss_rise_mb']:.0f} | {r['achieved_flops'] / 1e9:.2f} | {100 * r['mfu']:.1f}% | {vs_trl} | {cpu_trl} | {mem_trl} | {vs_live} | {r.get('padding_fraction', float('nan')):.2f} |")
+        print(f"| {r['run']} | {r['tokens_per_s']:.0f} | {r['tokens_per_cpu_s']:.0f} | {1000 * r['step_s']:.1f} | {r['cpu_s_per_step']:.3f} | {r['peak_rss_mb']:.0f} | {r['rss_rise_mb']:.0f} | {r['achieved_flops'] / 1e9:.2f} | {100 * r['mfu']:.1f}% | {trl['run'] if trl else '-'} | {vs_trl} | {cpu_trl} | {mem_trl} | {vs_live} | {r.get('padding_fraction', float('nan')):.2f} |")
     if results:
         print(f"\nmatmul peak (1024^2, measured in each run): {statistics.median(r['matmul_peak_flops'] for r in results) / 1e9:.1f} GFLOP/s")
 

@@ -8,9 +8,10 @@ tensor, not the model, is what fills memory, and the head's matmul is a large sh
 
 ``completion_logps`` runs the model's backbone, gathers the hidden states of the positions whose
 next token is a completion token, and projects only those, in chunks, through
-``ChunkedLinearLogProb``: forward keeps no logits (only each token's logsumexp), backward
-recomputes each chunk's logits. Peak extra memory is ``chunk_size x V`` instead of ``B x T x V``;
-the cost is one more head matmul per chunk in backward. Same role as the "fused linear cross
+``ChunkedLinearLogProb``. Forward keeps the softmax of the completion positions only while that is
+small (``KEEP_MAX_ELEMENTS``); beyond it, it keeps only each token's logsumexp and backward
+recomputes each chunk's logits, so peak extra memory is ``chunk_size x V`` instead of ``B x T x V``
+at the cost of one more head matmul per chunk. Same role as the "fused linear cross
 entropy" kernels of Liger or TRL's fused LM head, in plain torch so it runs on CPU too.
 
 Models whose head is not a plain linear map (soft-capped or scaled logits, e.g. Gemma 2, Cohere),
@@ -29,6 +30,9 @@ from lit_align.ops import SequenceLogps, sequence_logps
 
 HeadMode = Literal["compact", "full"]
 HEAD_MODES = ("compact", "full")
+# Up to this many [completion tokens x vocab] probabilities (fp32: 256 MB) are kept from forward
+# for backward; beyond it each chunk's logits are recomputed in backward (memory O(chunk x vocab)).
+KEEP_MAX_ELEMENTS = 2**26
 # Config fields that change logits after the linear head; a model that sets any to a non-trivial
 # value keeps the full-logits path (its own forward applies them).
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
@@ -42,35 +46,42 @@ class ChunkedLinearLogProb(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor, chunk_size: int, dtype: torch.dtype):
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor, chunk_size: int, dtype: torch.dtype, keep_max_elements: int = 0):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(out)
         w = weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
+        # Small enough: keep the softmax for backward instead of recomputing the head matmul there.
+        keep = any(ctx.needs_input_grad[:3]) and hidden.shape[0] * weight.shape[0] <= keep_max_elements
+        kept = []
         for start in range(0, hidden.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
             logits = _project(hidden[rows].to(dtype), w, b)
             lse[rows] = torch.logsumexp(logits, dim=-1)
             out[rows] = logits.gather(-1, labels[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
+            if keep:
+                kept.append(logits.sub_(lse[rows].unsqueeze(-1)).exp_())
         ctx.save_for_backward(hidden, weight, bias, labels, lse)
-        ctx.chunk_size, ctx.dtype = chunk_size, dtype
+        ctx.chunk_size, ctx.dtype, ctx.kept = chunk_size, dtype, kept
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         hidden, weight, bias, labels, lse = ctx.saved_tensors
-        dtype = ctx.dtype
+        dtype, kept = ctx.dtype, ctx.kept
+        ctx.kept = None
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]
         w = weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
-        for start in range(0, hidden.shape[0], ctx.chunk_size):
+        for i, start in enumerate(range(0, hidden.shape[0], ctx.chunk_size)):
             rows = slice(start, start + ctx.chunk_size)
             h = hidden[rows].to(dtype)
+            probs = kept[i] if kept else torch.exp(_project(h, w, b) - lse[rows].unsqueeze(-1))
             # d/dlogits of (logits[y] - logsumexp(logits)) = onehot(y) - softmax(logits)
-            grad_logits = torch.exp(_project(h, w, b) - lse[rows].unsqueeze(-1)).mul_(-grad_out[rows].unsqueeze(-1))
+            grad_logits = probs.mul_(-grad_out[rows].unsqueeze(-1))
             grad_logits.scatter_add_(-1, labels[rows].unsqueeze(-1), grad_out[rows].unsqueeze(-1))
             if need_h:
                 grad_h[rows] = (grad_logits.to(dtype) @ w).to(hidden.dtype)
@@ -78,7 +89,7 @@ class ChunkedLinearLogProb(torch.autograd.Function):
                 grad_w += grad_logits.t() @ h.float()
             if need_b:
                 grad_b += grad_logits.sum(0)
-        return (grad_h, None if grad_w is None else grad_w.to(weight.dtype), None if grad_b is None else grad_b.to(bias.dtype), None, None, None)
+        return (grad_h, None if grad_w is None else grad_w.to(weight.dtype), None if grad_b is None else grad_b.to(bias.dtype), None, None, None, None)
 
 
 def _project(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -106,7 +117,9 @@ def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
     return backbone, head
 
 
-def completion_logps(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, head: HeadMode = "compact", chunk_size: int = 1024) -> SequenceLogps:
+def completion_logps(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, head: HeadMode = "compact", chunk_size: int = 1024, keep_max_elements: int = KEEP_MAX_ELEMENTS
+) -> SequenceLogps:
     """log pi(y|x) of each row, summed over the positions where ``loss_mask`` is 1 (see module docstring).
 
     ``head="full"`` (or a model ``split_head`` cannot split) takes the usual ``model(...).logits`` route.
@@ -123,6 +136,6 @@ def completion_logps(model: nn.Module, input_ids: torch.Tensor, attention_mask: 
     mask = loss_mask[:, 1:].bool()
     rows = mask.nonzero(as_tuple=True)[0]
     dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
-    token_logps = ChunkedLinearLogProb.apply(hidden[:, :-1][mask], linear.weight, linear.bias, input_ids[:, 1:][mask], chunk_size, dtype)
+    token_logps = ChunkedLinearLogProb.apply(hidden[:, :-1][mask], linear.weight, linear.bias, input_ids[:, 1:][mask], chunk_size, dtype, keep_max_elements)
     sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device).index_add(0, rows, token_logps)
     return SequenceLogps(sum=sums, count=mask.sum(-1).to(torch.float32))

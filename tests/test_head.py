@@ -29,14 +29,14 @@ def model():
     return load_causal_lm("embedded:micro", load_tokenizer("embedded:micro")).train()
 
 
-@pytest.mark.parametrize("chunk_size", [1024, 3])
-def test_compact_equals_full_logits_values_and_gradients(model, chunk_size):
+@pytest.mark.parametrize("chunk_size, keep_max_elements", [(1024, 2**26), (3, 2**26), (3, 0)])  # kept softmax / recomputed in backward
+def test_compact_equals_full_logits_values_and_gradients(model, chunk_size, keep_max_elements):
     batch = padded_batch(model.config.vocab_size)
     grads = {}
     for mode in ("full", "compact"):
         model.zero_grad()
         model.eval()  # no dropout: both passes see the same function
-        logps = completion_logps(model, *batch, head=mode, chunk_size=chunk_size)
+        logps = completion_logps(model, *batch, head=mode, chunk_size=chunk_size, keep_max_elements=keep_max_elements)
         (logps.sum * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()
         grads[mode] = (logps, {n: p.grad.clone() for n, p in model.named_parameters()})
     (full, full_grads), (compact, compact_grads) = grads["full"], grads["compact"]
@@ -49,7 +49,8 @@ def test_compact_equals_full_logits_values_and_gradients(model, chunk_size):
     assert model.get_output_embeddings().weight.grad.abs().sum() > 0  # the head (tied to the embeddings here) gets gradient
 
 
-def test_chunked_linear_log_prob_gradcheck_with_bias():
+@pytest.mark.parametrize("keep_max_elements", [0, 10_000])
+def test_chunked_linear_log_prob_gradcheck_with_bias(keep_max_elements):
     generator = torch.Generator().manual_seed(1)
     hidden = torch.randn(7, 5, dtype=torch.float64, generator=generator, requires_grad=True)
     weight = torch.randn(11, 5, dtype=torch.float64, generator=generator, requires_grad=True)
@@ -57,10 +58,10 @@ def test_chunked_linear_log_prob_gradcheck_with_bias():
     labels = torch.randint(0, 11, (7,), generator=generator)
     # The op computes its logsumexp in fp32 (like sequence_logps), so compare to the formula, then
     # check gradients numerically with a tolerance for that fp32 step.
-    out = ChunkedLinearLogProb.apply(hidden, weight, bias, labels, 3, torch.float64)
+    out = ChunkedLinearLogProb.apply(hidden, weight, bias, labels, 3, torch.float64, keep_max_elements)
     expected = torch.log_softmax((hidden @ weight.T + bias).float(), -1).gather(-1, labels[:, None]).squeeze(-1)
     torch.testing.assert_close(out, expected.detach(), rtol=1e-5, atol=1e-5)
-    assert torch.autograd.gradcheck(lambda h, w, b: ChunkedLinearLogProb.apply(h, w, b, labels, 3, torch.float64).double(), (hidden, weight, bias), eps=1e-3, atol=1e-3, rtol=1e-3)
+    assert torch.autograd.gradcheck(lambda h, w, b: ChunkedLinearLogProb.apply(h, w, b, labels, 3, torch.float64, keep_max_elements).double(), (hidden, weight, bias), eps=1e-3, atol=1e-3, rtol=1e-3)
 
 
 def test_bf16_autocast_matches_full_logits_route(model):

@@ -39,6 +39,26 @@ def warmup_then_decay(warmup_steps: int, total_steps: int, schedule: str):
     return factor
 
 
+def use_fused_adam(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Switch Adam/AdamW to the fused kernel when the config left the implementation open.
+
+    One kernel over all parameters instead of per-tensor loops: 17 ms instead of 75 ms per step for
+    a 20M-parameter policy on CPU (``benchmarks/step_breakdown.py``). Set per parameter group after
+    construction rather than with ``fused=True``: the constructor also marks the optimiser as
+    unscaling gradients itself, which makes Lightning refuse gradient clipping under mixed
+    precision. Lightning unscales and clips before ``step``, so the fused kernel only ever sees
+    final gradients. An explicit ``fused`` or ``foreach`` in the config is left alone.
+    """
+    if not isinstance(optimizer, torch.optim.Adam):
+        return optimizer
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    supported = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    for group in optimizer.param_groups:
+        if supported and group.get("fused") is None and group.get("foreach") is None and not group.get("differentiable") and not group.get("capturable"):
+            group["fused"], group["foreach"] = True, False
+    return optimizer
+
+
 class AlignmentModule(LightningModule):
     """Shared base of all algorithms.
 
@@ -150,7 +170,7 @@ class AlignmentModule(LightningModule):
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.policy.policy.parameters() if p.requires_grad]
-        optimizer = self.optimizer(params)
+        optimizer = use_fused_adam(self.optimizer(params))
         if self.lr_scheduler is not None:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": "step"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
