@@ -104,3 +104,16 @@ def test_lora_policy_splits_and_adapter_toggle_changes_compact_logps():
     torch.testing.assert_close(pair.policy_logps(*batch).sum, policy, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(pair.reference_logps(*batch).sum, reference, rtol=1e-5, atol=1e-5)
     assert (policy - reference).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("keep_max_elements, backward_projections", [(10**6, 0), (0, 3)])
+def test_backward_recomputes_the_head_only_beyond_the_keep_budget(monkeypatch, keep_max_elements, backward_projections):
+    import lit_align.head as head
+
+    calls, project = [], head._project
+    monkeypatch.setattr(head, "_project", lambda *a: calls.append(1) or project(*a))
+    hidden, weight = torch.randn(5, 4, requires_grad=True), torch.randn(7, 4, requires_grad=True)
+    out = ChunkedLinearLogProb.apply(hidden, weight, None, torch.randint(0, 7, (5,)), 2, torch.float32, keep_max_elements)
+    assert len(calls) == 3  # ceil(5 / 2) chunks
+    out.sum().backward()
+    assert len(calls) - 3 == backward_projections
