@@ -125,7 +125,13 @@ def plot_frontier(path: str, results: list[dict], bon: list[dict], title: str) -
     starts = [r["start_reward"] for r in results]
     if starts:
         ax.scatter([0.0], [statistics.fmean(starts)], marker="*", s=160, color="black", zorder=5, label="SFT start")
-    ax.set_xlabel("KL(policy ‖ SFT reference), sampled estimate (nats)")
+    # A run that drifts far (DPO at small beta can reach KL 15+) would squash every other point
+    # into the left edge: past 3x the Best-of-N range, stretch small KL and compress large KL.
+    widest = max([r["kl"] for r in results] + [t[1] for r in results for t in r.get("trajectory", [])[1:]], default=0.0)
+    symlog = bool(bon) and widest > 3 * max(b["kl"] for b in bon)
+    if symlog:
+        ax.set_xscale("symlog", linthresh=1.0, linscale=1.5)
+    ax.set_xlabel("KL(policy ‖ SFT reference), sampled estimate (nats)" + ("; linear below 1, log above" if symlog else ""))
     ax.set_ylabel("ground-truth reward of samples (held-out prompts)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
