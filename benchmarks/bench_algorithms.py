@@ -190,8 +190,8 @@ def tokens_per_pair(model: str, data: str) -> tuple[float, float]:
     return statistics.mean(real), statistics.mean(completion)
 
 
-def model_flops_per_pair(model: str, data: str) -> tuple[float, float]:
-    """Useful FLOPs of one pair: (policy forward+backward, reference forward).
+def model_flops_per_pair(model: str, real: float, completion: float) -> tuple[float, float]:
+    """Useful FLOPs of one pair of ``real`` tokens, ``completion`` of them scored: (policy forward+backward, reference forward).
 
     The usual 6N / 2N per token, with N split: the decoder body (every real token) and the LM head
     (only tokens whose log-prob enters the loss: the completion). Embedding lookups are free. Work
@@ -205,7 +205,6 @@ def model_flops_per_pair(model: str, data: str) -> tuple[float, float]:
     embedding = lm.get_input_embeddings().weight.numel()
     tied = lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
     body = sum(p.numel() for p in lm.parameters()) - head - (0 if tied else embedding)
-    real, completion = tokens_per_pair(model, data)
     per_forward = 2 * (body * real + head * completion)
     return 3 * per_forward, per_forward
 
@@ -224,10 +223,10 @@ def one(args) -> None:
     else:
         info = run_lit_align(args, algorithm, reference, grouped, head_mode, checkpointing, args.data, timer)
     step_s = statistics.median(timer.times)
-    per_pair, _ = tokens_per_pair(args.model, args.data)
+    per_pair, completion_per_pair = tokens_per_pair(args.model, args.data)
     tokens_per_step = per_pair * args.batch_size
     # LoRA (adapter) runs still back-propagate through every layer: counted like full fine-tuning.
-    policy_flops, reference_flops = model_flops_per_pair(args.model, args.data)
+    policy_flops, reference_flops = model_flops_per_pair(args.model, per_pair, completion_per_pair)
     flops_per_step = args.batch_size * (policy_flops + (reference_flops if reference in ("copy", "adapter") else 0))
     dtype = torch.bfloat16 if args.precision.startswith("bf16") else torch.float32
     peak = matmul_peak_flops("cuda" if cuda else "cpu", dtype)

@@ -99,20 +99,32 @@ def _project(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return logits.float()
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (LoRA layers live inside its modules)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def backbone_of(model: nn.Module) -> nn.Module | None:
+    """The decoder stack a causal LM's own forward runs before its head, or None if it exposes none."""
+    base = _unwrapped(model)
+    backbone = base.get_decoder() if hasattr(base, "get_decoder") else None
+    return backbone if isinstance(backbone, nn.Module) and backbone is not base else None
+
+
 def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
     """(backbone, linear head) of a causal LM whose logits are exactly ``head(backbone(x))``, else None."""
-    if any(type(m).__name__ in ("FullyShardedDataParallel", "FSDPModule") or type(m).__name__.startswith("FSDP") for m in (model, *model.children())):
+    if any(type(m).__name__ == "FullyShardedDataParallel" or type(m).__name__.startswith("FSDP") for m in (model, *model.children())):
         return None
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: LoRA lives in the modules
-    get_head, get_backbone = getattr(base, "get_output_embeddings", None), getattr(base, "get_decoder", None)
-    if get_head is None or get_backbone is None:
+    base = _unwrapped(model)
+    backbone = backbone_of(model)
+    if backbone is None or not hasattr(base, "get_output_embeddings"):
         return None
     config = getattr(base, "config", None)
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     if any(getattr(text_config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
         return None
-    head, backbone = get_head(), get_backbone()
-    if type(head) is not nn.Linear or backbone is None or backbone is base:
+    head = base.get_output_embeddings()
+    if type(head) is not nn.Linear:
         return None
     return backbone, head
 

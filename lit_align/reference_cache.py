@@ -26,7 +26,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_align.data.embedded import cache_root, model_fingerprint
-from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.head import completion_logps
 from lit_align.ops import SequenceLogps
 
@@ -122,8 +121,7 @@ def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64) -> 
     else:
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         rank_zero_info(f"lit_align: precomputing reference log-probs of {sum(map(len, splits.values()))} examples (batch size {batch_size}) ...")
-        trust = module.hparams.get("trust_remote_code", False)
-        reference = load_causal_lm(module.model_name, load_tokenizer(module.model_name, trust), dtype=dtype, trust_remote_code=trust)
+        reference = module.load_start_model()
         reference.to(module.device).eval().requires_grad_(False)
         context = trainer.precision_plugin.forward_context if trainer is not None else None
         local = {name: compute_reference_logps(reference, datamodule.collate, examples[rank::world_size], batch_size, module.device, context) for name, examples in splits.items()}

@@ -10,6 +10,7 @@ import torch
 
 from benchmarks.workload import write_pairs
 from lit_align import reference_cache
+from lit_align.algorithms import base as algorithms_base
 from lit_align.algorithms import DPO
 from lit_align.data.pairwise import PairwiseDataModule
 from lit_align.modeling import load_causal_lm, load_tokenizer
@@ -55,7 +56,7 @@ def test_precomputed_matches_live_reference_and_reuses_cache(pairs, monkeypatch)
     def no_load(*args, **kwargs):
         raise AssertionError("the reference model was loaded although the cache exists")
 
-    monkeypatch.setattr(reference_cache, "load_causal_lm", no_load)
+    monkeypatch.setattr(algorithms_base, "load_causal_lm", no_load)  # the module's start-model loader
     dm2 = datamodule(pairs)
     assert reference_cache.precompute_reference(cached, dm2) == path
     assert dm2.train_examples[5][reference_cache.REFERENCE_KEY] == dm.train_examples[5][reference_cache.REFERENCE_KEY]

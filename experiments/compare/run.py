@@ -118,7 +118,7 @@ def execute(run: Run, sft: str, tb: str, budget: Budget, force: bool) -> dict:
 
 
 def work(run: Run, sft: str, tb: str, budget: Budget, force: bool, threads: int | None) -> dict:
-    """One run in a worker process (spawned: a fresh interpreter, so torch's threads are its own)."""
+    """One run, in this process or a spawned worker (a fresh interpreter, so torch's threads are its own)."""
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     if threads:
         import torch
@@ -169,19 +169,13 @@ def train_all(runs: list[Run], sft: str, tb: str, budget: Budget, args: argparse
               f"elapsed {clock(time.perf_counter() - began)}, ETA {clock(per_run * (len(runs) - finished))}", flush=True)
 
     if jobs == 1:
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
         for i, run in enumerate(runs):
             print(f"lit_align compare: [{i + 1}/{len(runs)}] {run.name}/{run.version} ...", flush=True)
             try:
-                value = execute(run, sft, tb, budget, args.force)
+                value = work(run, sft, tb, budget, args.force, threads)
             except (Exception, SystemExit) as error:
                 report(i, error=error)
                 continue
-            finally:
-                gc.collect()
             report(i, value)
     else:
         with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

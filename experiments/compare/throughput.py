@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from lit_align.head import backbone_of
+
 
 class TokenThroughput(Callback):
     """Log ``throughput/train_tokens``, ``throughput/train_seconds`` and ``throughput/tokens_per_sec``
@@ -36,9 +38,8 @@ class TokenThroughput(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         policy = pl_module.policy.policy
-        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-        backbone = base.get_decoder() if hasattr(base, "get_decoder") else None
-        hooked = backbone if isinstance(backbone, torch.nn.Module) and backbone is not base else policy
+        backbone = backbone_of(policy)  # runs on both head paths (compact and the model's own forward)
+        hooked = policy if backbone is None else backbone
         self._handle = hooked.register_forward_pre_hook(self._count, with_kwargs=True)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:

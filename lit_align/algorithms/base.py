@@ -103,10 +103,15 @@ class AlignmentModule(LightningModule):
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.model_name = model
-        policy = load_causal_lm(model, load_tokenizer(model, trust_remote_code), dtype=dtype, trust_remote_code=trust_remote_code)
+        policy = self.load_start_model()
         if gradient_checkpointing:
             policy.gradient_checkpointing_enable()
         self.policy = PolicyWithReference(policy, reference or self.default_reference, lora, head_mode)
+
+    def load_start_model(self):
+        """A fresh copy of the starting weights (``model``, with this module's dtype and trust settings)."""
+        trust = self.hparams.get("trust_remote_code", False)
+        return load_causal_lm(self.model_name, load_tokenizer(self.model_name, trust), dtype=self.hparams.get("dtype"), trust_remote_code=trust)
 
     @classmethod
     def algorithm_name(cls) -> str:
@@ -197,8 +202,7 @@ class AlignmentModule(LightningModule):
         if state_dict is not None:
             prefix = "policy.policy."
             weights = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-            trust = self.hparams.get("trust_remote_code", False)
-            fresh = load_causal_lm(self.model_name, load_tokenizer(self.model_name, trust), dtype=self.hparams.get("dtype"), trust_remote_code=trust)
+            fresh = self.load_start_model()
             policy = PolicyWithReference(fresh, "adapter" if self.policy.mode == "adapter" else "none", self.hparams.get("lora") if self.policy.mode == "adapter" else None)
             missing, unexpected = policy.policy.load_state_dict(weights, strict=False)
             tied = getattr(fresh.config, "tie_word_embeddings", False)
