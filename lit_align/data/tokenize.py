@@ -16,12 +16,10 @@ from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
+from lit_align.errors import DataError  # noqa: F401  (re-exported: data modules import it from here)
+
 Messages = list[dict[str, str]]
 ChatTemplateMode = Literal["auto", "always", "never"]
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the source, row and field, and says what to do."""
 
 
 @dataclass
