@@ -15,10 +15,12 @@ import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from lit_align.errors import check_range
 from lit_align.head import HeadMode
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.policy import LoraSettings, PolicyWithReference, ReferenceMode
 from lit_align.reference_cache import precompute_reference
+from lit_align.utils.dtypes import check_dtype
 
 REFERENCE_PREFIX = "policy.reference."
 
@@ -99,6 +101,10 @@ class AlignmentModule(LightningModule):
         head_mode: HeadMode = "compact",
     ) -> None:
         super().__init__()
+        # Checked before the (possibly large) model is loaded.
+        check_range(self, "warmup_ratio", warmup_ratio, 0, 1)
+        check_range(self, "reference_batch_size", reference_batch_size, 1, integer=True)
+        check_dtype(self, dtype)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler

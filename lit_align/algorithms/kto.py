@@ -10,6 +10,7 @@ from torch import nn
 
 from lit_align.algorithms.base import AlignmentModule
 from lit_align.data.batches import UnpairedBatch
+from lit_align.errors import ConfigError, check_range
 from lit_align.losses import check_weight_ratio, kto_loss
 from lit_align.metrics import KTOMetrics
 
@@ -27,13 +28,23 @@ class KTO(AlignmentModule):
         undesirable_weight: lambda_U, the weight of undesirable examples' losses. The paper
             recommends lambda_D n_D / (lambda_U n_U) in [1, 4/3] (Eq. 8); a warning says when
             the training data's counts leave that range, and which desirable_weight fixes it.
+            Both weights are >= 0 and at least one is > 0.
         **kwargs: See ``AlignmentModule``.
     """
 
     def __init__(self, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0, **kwargs: Any) -> None:
+        check_range(self, "beta", beta, 0, low_open=True)
+        check_range(self, "desirable_weight", desirable_weight, 0)
+        check_range(self, "undesirable_weight", undesirable_weight, 0)
+        if desirable_weight == 0 and undesirable_weight == 0:
+            raise ConfigError("KTO: desirable_weight and undesirable_weight are both 0, so the loss is 0 and nothing trains; set at least one > 0 (the paper uses 1.0 and 1.0)")
+        if kwargs.get("reference") not in (None, "copy", "adapter"):
+            # 'precomputed' cannot serve KTO: the mismatched pairs that estimate z0 change with every batch.
+            raise ConfigError(
+                f"KTO: reference must be copy or adapter, got {kwargs['reference']!r}: KTO measures rewards against a reference model "
+                "and scores the batch's mismatched pairs with it, which change every batch (so they cannot be precomputed)"
+            )
         super().__init__(**kwargs)
-        if not self.policy.has_reference:
-            raise ValueError("KTO measures rewards against a reference model; use reference='copy'")
         self.beta = beta
         self.desirable_weight = desirable_weight
         self.undesirable_weight = undesirable_weight

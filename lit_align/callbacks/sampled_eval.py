@@ -2,6 +2,11 @@
 
 Logged under the same tags for every algorithm (``eval/reward``, ``eval/kl``, ``eval/length``),
 which is what makes reward-vs-KL comparisons across methods fair.
+
+``eval/reward`` needs a reward that means something on the evaluated prompts. Without one
+configured, the embedded task's lexicon is used only on embedded prompts; on a user's own data the
+callback logs KL and length only, and says once why: a lexicon score of foreign text is ~0 and
+would read as a measurement.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from typing import Callable, ContextManager
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
 from transformers import PreTrainedModel
 
 from lit_align.data.collate import sequences_with_mask
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.sources import load_rows
+from lit_align.errors import check_range
 from lit_align.generation import sample_completions
 from lit_align.head import completion_logps
 from lit_align.modeling import is_embedded, load_causal_lm
@@ -42,7 +49,9 @@ class SampledEvaluation(Callback):
     * ``eval/length`` — mean completion length in tokens.
 
     Args:
-        reward: Ground-truth reward function (``class_path``); default: the embedded task's lexicon.
+        reward: Ground-truth reward function (``class_path``). Default (null): the embedded task's
+            lexicon on embedded prompts; on any other data no ``eval/reward`` is logged (set a
+            reward, e.g. ``lit_align.rewards.HFClassifierReward``, to get one).
         num_prompts: Held-out prompts per evaluation.
         samples_per_prompt: Samples per prompt.
         max_new_tokens: Generation budget.
@@ -67,7 +76,13 @@ class SampledEvaluation(Callback):
         prompts: str | None = None,
         evaluate_at_start: bool = False,
     ) -> None:
-        self.reward = reward or LexiconSentimentReward()
+        check_range(self, "num_prompts", num_prompts, 1, integer=True)
+        check_range(self, "samples_per_prompt", samples_per_prompt, 1, integer=True)
+        check_range(self, "max_new_tokens", max_new_tokens, 1, integer=True)
+        check_range(self, "seed", seed, 0, integer=True)
+        self.reward = reward
+        self._lexicon: RewardFunction | None = None
+        self._said_why = False
         self.num_prompts = num_prompts
         self.samples_per_prompt = samples_per_prompt
         self.max_new_tokens = max_new_tokens
@@ -104,6 +119,24 @@ class SampledEvaluation(Callback):
             self._prompts = [(datamodule.encoder.render_prompt(t), datamodule.encoder.encode_prompt(t)) for t in texts]
         return self._prompts
 
+    def reward_for(self, datamodule) -> RewardFunction | None:
+        """The configured reward; else the lexicon when the prompts are the embedded task's; else None (said once)."""
+        if self.reward is not None:
+            return self.reward
+        source = self.prompts if self.prompts is not None else getattr(datamodule, "dataset", "")
+        embedded = is_embedded(self.prompts) if self.prompts is not None else bool(getattr(datamodule, "embedded_task", False))
+        if embedded:
+            self._lexicon = self._lexicon or LexiconSentimentReward()
+            return self._lexicon
+        if not self._said_why:
+            self._said_why = True
+            rank_zero_info(
+                f"lit_align: SampledEvaluation logs eval/kl and eval/length only: no reward is configured, and the prompts ({source}) "
+                "are not the embedded task, whose lexicon reward would score foreign text as ~0. To log eval/reward, give the "
+                "callback a reward, e.g. reward: {class_path: lit_align.rewards.HFClassifierReward, init_args: {model: <reward model>}}."
+            )
+        return None
+
     def measure(self, policy: PreTrainedModel, datamodule, reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]] | None" = None) -> dict[str, float]:
         """Reward (and KL to ``reference``, if given) of samples from ``policy`` on held-out prompts.
 
@@ -116,8 +149,10 @@ class SampledEvaluation(Callback):
         prompts = [p for p in prompt_ids for _ in range(self.samples_per_prompt)]
         completions = [c for per_prompt in samples for c in per_prompt]
         decoded = [tokenizer.decode(c, skip_special_tokens=True) for c in completions]
-        rewards = self.reward([t for t in texts for _ in range(self.samples_per_prompt)], decoded)
-        result = {"eval/reward": rewards.mean().item(), "eval/length": sum(map(len, completions)) / len(completions)}
+        result = {"eval/length": sum(map(len, completions)) / len(completions)}
+        reward = self.reward_for(datamodule)
+        if reward is not None:
+            result["eval/reward"] = reward([t for t in texts for _ in range(self.samples_per_prompt)], decoded).mean().item()
         if reference is not None:
             pad = tokenizer.pad_token_id
             policy.eval()

@@ -6,8 +6,6 @@ example (``encode_row``) and how examples become a typed batch (``collate``).
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any
 
 import torch
@@ -19,30 +17,18 @@ from torch.utils.data import DataLoader
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.samplers import ResumableBatchSampler, ResumableDataLoader
 from lit_align.data.sources import load_rows, select_columns
-from lit_align.data.tokenize import ChatTemplateMode, DataError, DataReport, PromptCompletionEncoder, check_messages, is_messages
+from lit_align.data.tokenize import (
+    ChatTemplateMode,
+    DataError,
+    DataReport,
+    MissingChatTemplate,
+    PromptCompletionEncoder,
+    check_chat_template,
+    check_lengths,
+    check_text,  # noqa: F401  (re-exported: the DataModules import it from here)
+)
+from lit_align.errors import ConfigError, check_range
 from lit_align.modeling import is_embedded, load_tokenizer
-
-
-def check_text(value: Any, where: str, report: DataReport, field: str) -> bool:
-    """True when ``value`` is usable text or messages; counts and skips missing/empty values."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        report.drop(f"missing {field}")
-        return False
-    if isinstance(value, str):
-        if not value.strip():
-            report.drop(f"empty {field}")
-            return False
-        return True
-    if isinstance(value, list) and not value:
-        report.drop(f"empty {field}")
-        return False
-    if is_messages(value):
-        check_messages(value, f"{where}, field {field!r}")
-        return True
-    hint = ""
-    if isinstance(value, list) and value and isinstance(value[0], dict) and {"from", "value"} <= set(value[0]):
-        hint = " This looks like ShareGPT ({'from', 'value'}); convert it to {'role', 'content'} with roles user/assistant."
-    raise DataError(f"{where}: field {field!r} must be a string or a list of {{'role', 'content'}} chat messages, got {type(value).__name__}: {value!r:.80}.{hint}")
 
 
 class AlignmentDataModule(LightningDataModule):
@@ -64,7 +50,11 @@ class AlignmentDataModule(LightningDataModule):
         num_val_examples: Size of generated embedded validation data.
         max_length: Longest prompt+completion in tokens.
         max_prompt_length: Longest prompt in tokens (cut from the left).
-        chat_template: ``auto`` applies the tokenizer's chat template to message-list inputs only.
+        chat_template: ``auto`` applies the tokenizer's chat template to message-list inputs only;
+            ``always`` to plain-string prompts too (as a user turn); ``never`` joins message contents
+            as plain text; any other value is a Jinja chat template used instead of the
+            tokenizer's (and exported with it). Chat data with a tokenizer that has no template
+            is an error naming these fixes.
         batch_size: Training micro-batch size (pairs for pairwise data).
         eval_batch_size: Validation batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes.
@@ -74,6 +64,9 @@ class AlignmentDataModule(LightningDataModule):
     """
 
     required_columns: tuple[str, ...] = ()
+    # Smallest usable (eval_)batch_size, and why when it is above 1 (appended to the error).
+    min_batch_size: int = 1
+    min_batch_size_reason: str = ""
     embedded_default = "embedded:demonstrations"
 
     def __init__(
@@ -90,7 +83,7 @@ class AlignmentDataModule(LightningDataModule):
         num_val_examples: int = 200,
         max_length: int = 128,
         max_prompt_length: int = 64,
-        chat_template: ChatTemplateMode = "auto",
+        chat_template: ChatTemplateMode | str = "auto",
         batch_size: int = 16,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -98,6 +91,19 @@ class AlignmentDataModule(LightningDataModule):
         group_by_length: bool = False,
     ) -> None:
         super().__init__()
+        # Checked here, when the config is built, not after minutes of loading and tokenising.
+        check_range(self, "val_fraction", val_fraction, 0, 1, low_open=True, high_open=True)
+        check_range(self, "num_examples", num_examples, 1, integer=True)
+        check_range(self, "num_val_examples", num_val_examples, 1, integer=True)
+        check_lengths(self, max_length, max_prompt_length)
+        check_chat_template(self, chat_template)
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            try:
+                check_range(self, name, value, self.min_batch_size, integer=True, allow_none=name == "eval_batch_size")
+            except ConfigError as error:
+                raise ConfigError(f"{error}{self.min_batch_size_reason}") from None
+        check_range(self, "num_workers", num_workers, 0, integer=True)
+        check_range(self, "seed", seed, 0, integer=True)
         self.model = model
         self.dataset = dataset or self.embedded_default
         self.split = split
@@ -123,6 +129,11 @@ class AlignmentDataModule(LightningDataModule):
         self.val_rows: Dataset | None = None
         self._train_loader: ResumableDataLoader | None = None
         self._loader_state: dict[str, int] | None = None
+
+    @property
+    def embedded_task(self) -> bool:
+        """True when the data is the embedded synthetic task, whose programmatic reward (the lexicon) is meaningful."""
+        return is_embedded(self.dataset)
 
     # ----- loading -----------------------------------------------------------------------------
     def _rows(self, split: str) -> Dataset:
@@ -178,6 +189,8 @@ class AlignmentDataModule(LightningDataModule):
                 example = self.encode_row(row, f"{self.dataset} [{name}] row {index}", report)
                 if example is not None:
                     examples.append(example)
+        except MissingChatTemplate as error:
+            raise MissingChatTemplate(f"{self.dataset} [{name}] row {index}: {error}") from None
         except UnicodeDecodeError as error:  # Arrow decodes strings lazily, row by row
             raise DataError(f"{self.dataset} [{name}] row {index + 1}: text is not valid UTF-8 ({error}); re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from error
         report.kept = len(examples)
@@ -194,7 +207,7 @@ class AlignmentDataModule(LightningDataModule):
         if self.tokenizer is not None:
             return
         self.tokenizer = load_tokenizer(self.model)
-        self.encoder = PromptCompletionEncoder(self.tokenizer, self.max_length, self.max_prompt_length, self.chat_template)
+        self.encoder = PromptCompletionEncoder(self.tokenizer, self.max_length, self.max_prompt_length, self.chat_template, name=self.model)
         self._check_model_fits()
         train_rows, self.val_rows = self.load_splits()
         self.train_examples = self._encode(train_rows, "train")
@@ -217,15 +230,7 @@ class AlignmentDataModule(LightningDataModule):
     # ----- reporting ---------------------------------------------------------------------------
     def report_metrics(self) -> dict[str, float]:
         """What tokenisation kept, truncated and dropped, per split, as ``data/<split>/...`` scalars."""
-        metrics = {}
-        for split, report in self.reports.items():
-            metrics[f"data/{split}/kept"] = report.kept
-            metrics[f"data/{split}/dropped"] = sum(report.dropped.values())
-            metrics[f"data/{split}/truncated_prompt"] = report.prompt_truncated
-            metrics[f"data/{split}/truncated_completion"] = report.completion_truncated
-            for reason, count in report.dropped.items():
-                metrics[f"data/{split}/dropped_{re.sub(r'[^a-z0-9]+', '_', reason.lower()).strip('_')}"] = count
-        return metrics
+        return {key: value for split, report in self.reports.items() for key, value in report.metrics(split).items()}
 
     def _log_reports(self) -> None:
         trainer = self.trainer

@@ -3,6 +3,11 @@
 * Chat templates are applied once, by rendering to text and encoding with
   ``add_special_tokens=False``: a template that writes BOS itself never gets a second one.
 * Plain-string prompts get exactly one BOS (if the tokenizer has one); every completion ends in EOS.
+* Message lists need a chat template. A tokenizer without one (GPT-2-style checkpoints) is a
+  configuration error naming the three fixes, raised at the first chat row: give the tokenizer a
+  template, pass one as a Jinja string in ``chat_template``, or ``chat_template: never`` to join
+  the turns' contents as plain text. Never a silent fallback: a model trained on one rendering and
+  prompted with another underperforms without any visible error.
 * Truncation: the prompt is cut from the left to ``max_prompt_length`` (the end of a prompt is what
   the completion answers), then completions from the right to fit ``max_length``. A completion left
   empty is dropped, never trained on; every cut and drop is counted in a :class:`DataReport`.
@@ -10,16 +15,33 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from lit_align.errors import DataError  # noqa: F401  (re-exported: data modules import it from here)
+from lit_align.errors import ConfigError, DataError, check_range  # noqa: F401  (DataError re-exported: data modules import it from here)
 
 Messages = list[dict[str, str]]
 ChatTemplateMode = Literal["auto", "always", "never"]
+CHAT_TEMPLATE_MODES = ("auto", "always", "never")
+
+
+class MissingChatTemplate(ConfigError):
+    """Chat messages met a tokenizer without a chat template (the message names the fixes)."""
+
+
+def missing_template_fixes(model: str) -> str:
+    return (
+        f"the tokenizer of {model!r} has no chat template, so the turns cannot be rendered. Fix one of: "
+        "(1) give the tokenizer a template (set tokenizer.chat_template and save_pretrained it into the model folder); "
+        "(2) pass one as a Jinja string, e.g. data.init_args.chat_template: \"{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}\"; "
+        "(3) set data.init_args.chat_template: never to join the turns' contents as plain text (no role markers)."
+    )
 
 
 @dataclass
@@ -44,6 +66,18 @@ class DataReport:
             parts.append(f"{self.completion_truncated} completions truncated (right)")
         parts += [f"dropped {n} ({reason})" for reason, n in sorted(self.dropped.items())]
         return "; ".join(parts)
+
+    def metrics(self, split: str) -> dict[str, float]:
+        """The counts as ``data/<split>/...`` scalars for the loggers."""
+        metrics = {
+            f"data/{split}/kept": self.kept,
+            f"data/{split}/dropped": sum(self.dropped.values()),
+            f"data/{split}/truncated_prompt": self.prompt_truncated,
+            f"data/{split}/truncated_completion": self.completion_truncated,
+        }
+        for reason, count in self.dropped.items():
+            metrics[f"data/{split}/dropped_{re.sub(r'[^a-z0-9]+', '_', reason.lower()).strip('_')}"] = count
+        return metrics
 
 
 def is_messages(value: Any) -> bool:
@@ -78,6 +112,28 @@ def assistant_text(value: Any, where: str) -> str:
     raise DataError(f"{where}: expected a string or a list of {{'role', 'content'}} messages, got {type(value).__name__}")
 
 
+def check_text(value: Any, where: str, report: DataReport, field: str) -> bool:
+    """True when ``value`` is usable text or messages; counts and skips missing/empty values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        report.drop(f"missing {field}")
+        return False
+    if isinstance(value, str):
+        if not value.strip():
+            report.drop(f"empty {field}")
+            return False
+        return True
+    if isinstance(value, list) and not value:
+        report.drop(f"empty {field}")
+        return False
+    if is_messages(value):
+        check_messages(value, f"{where}, field {field!r}")
+        return True
+    hint = ""
+    if isinstance(value, list) and value and isinstance(value[0], dict) and {"from", "value"} <= set(value[0]):
+        hint = " This looks like ShareGPT ({'from', 'value'}); convert it to {'role', 'content'} with roles user/assistant."
+    raise DataError(f"{where}: field {field!r} must be a string or a list of {{'role', 'content'}} chat messages, got {type(value).__name__}: {value!r:.80}.{hint}")
+
+
 def split_conversation(value: Messages, where: str) -> tuple[Messages, str]:
     """TRL/UltraFeedback convention: ``chosen`` holds the whole conversation; split off the last assistant turn."""
     if not value or value[-1].get("role") != "assistant":
@@ -86,20 +142,44 @@ def split_conversation(value: Messages, where: str) -> tuple[Messages, str]:
     return value[:-1], value[-1]["content"]
 
 
+def check_chat_template(owner: object, chat_template: str) -> None:
+    """ConfigError unless ``chat_template`` is a mode or looks like a Jinja template (catches typos such as 'nevr')."""
+    if chat_template in CHAT_TEMPLATE_MODES or (isinstance(chat_template, str) and ("{{" in chat_template or "{%" in chat_template)):
+        return
+    who = owner if isinstance(owner, str) else type(owner).__name__
+    raise ConfigError(f"{who}: chat_template must be one of {list(CHAT_TEMPLATE_MODES)} or a Jinja chat template string (containing '{{{{' or '{{%'), got {chat_template!r}")
+
+
+def check_lengths(owner: object, max_length: int, max_prompt_length: int) -> None:
+    check_range(owner, "max_length", max_length, 2, integer=True)
+    check_range(owner, "max_prompt_length", max_prompt_length, 1, max_length, high_open=True, integer=True)
+
+
 class PromptCompletionEncoder:
-    """Encodes (prompt, completion) with the rules in the module docstring."""
+    """Encodes (prompt, completion) with the rules in the module docstring.
+
+    ``chat_template``: ``auto`` renders message-list inputs with the tokenizer's template and plain
+    strings as they are; ``always`` renders plain strings as a user turn too; ``never`` joins message
+    contents with newlines; any other string is a Jinja template installed on ``tokenizer`` (so an
+    exported tokenizer carries it) and used as ``auto``. ``name`` names the model in messages.
+    """
 
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
         max_length: int = 512,
         max_prompt_length: int = 256,
-        chat_template: ChatTemplateMode = "auto",
+        chat_template: ChatTemplateMode | str = "auto",
+        name: str = "the model",
     ) -> None:
-        if max_prompt_length >= max_length:
-            raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length})")
+        check_lengths(type(self).__name__, max_length, max_prompt_length)
+        check_chat_template(self, chat_template)
+        if chat_template not in CHAT_TEMPLATE_MODES:
+            tokenizer.chat_template = chat_template
+            chat_template = "auto"
         if chat_template == "always" and not tokenizer.chat_template:
-            raise ValueError("chat_template='always' but the tokenizer has no chat template")
+            raise ConfigError(f"chat_template='always' renders every prompt as a chat turn, but {missing_template_fixes(name)}")
+        self.name = name
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.max_prompt_length = max_prompt_length
@@ -108,7 +188,10 @@ class PromptCompletionEncoder:
     def _use_template(self, prompt: str | Messages) -> bool:
         if self.chat_template == "never":
             return False
-        return self.chat_template == "always" or is_messages(prompt)
+        use = self.chat_template == "always" or is_messages(prompt)
+        if use and not self.tokenizer.chat_template:
+            raise MissingChatTemplate(f"the prompt is a list of chat messages, but {missing_template_fixes(self.name)}")
+        return use
 
     def _encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

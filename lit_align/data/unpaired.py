@@ -19,6 +19,7 @@ from lit_align.data.collate import sequences_with_mask
 from lit_align.data.datamodule import AlignmentDataModule, check_text
 from lit_align.data.sources import select_columns
 from lit_align.data.tokenize import DataError, DataReport, assistant_text, is_messages, split_conversation
+from lit_align.errors import check_range
 
 PAIR_COLUMNS = ("chosen", "rejected")
 
@@ -50,8 +51,7 @@ def ratio_subsample(labels: list[bool], desirable_ratio: float, seed: int = 0) -
     Only the over-represented side is subsampled (uniformly, seeded); nothing is duplicated.
     E.g. ratio 0.1 on 1000 + 1000 examples keeps all 1000 undesirable and 100 desirable.
     """
-    if not desirable_ratio > 0 or math.isinf(desirable_ratio):
-        raise ValueError(f"desirable_ratio must be a positive finite number, got {desirable_ratio}")
+    check_range("ratio_subsample", "desirable_ratio", desirable_ratio, 0, low_open=True)
     desirable = [i for i, label in enumerate(labels) if label]
     undesirable = [i for i, label in enumerate(labels) if not label]
     if not desirable or not undesirable:
@@ -96,14 +96,13 @@ class UnpairedDataModule(AlignmentDataModule):
     """
 
     required_columns = ("completion", "label")
+    min_batch_size = 2
+    min_batch_size_reason = ": KTO estimates its reference point from mismatched pairs within a batch, so a batch needs two examples"
     embedded_default = "embedded:pairs"
 
     def __init__(self, from_pairs: bool | None = None, desirable_ratio: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if self.batch_size < 2 or self.eval_batch_size < 2:
-            raise ValueError(f"KTO estimates its reference point from mismatched pairs within a batch: batch_size and eval_batch_size must be >= 2, got {self.batch_size}/{self.eval_batch_size}")
-        if desirable_ratio is not None and not (desirable_ratio > 0 and math.isfinite(desirable_ratio)):
-            raise ValueError(f"desirable_ratio must be a positive number, got {desirable_ratio}")
+        check_range(self, "desirable_ratio", desirable_ratio, 0, low_open=True, allow_none=True)
         self.from_pairs = from_pairs
         self.desirable_ratio = desirable_ratio
 

@@ -75,6 +75,9 @@ def check_weight_ratio(num_desirable: int, num_undesirable: int, desirable_weigh
     if num_desirable == 0 or num_undesirable == 0:
         kind = "desirable" if num_desirable == 0 else "undesirable"
         return f"KTO: the training data has no {kind} examples; the loss then only pushes one way"
+    if desirable_weight == 0 or undesirable_weight == 0:
+        name, kind = ("desirable_weight", "desirable") if desirable_weight == 0 else ("undesirable_weight", "undesirable")
+        return f"KTO: {name} = 0, so {kind} examples do not contribute to the loss, which then only pushes one way (the paper keeps both weights > 0, Eq. 8)"
     ratio = desirable_weight * num_desirable / (undesirable_weight * num_undesirable)
     low, high = RECOMMENDED_WEIGHT_RATIO
     if low <= ratio <= high:

@@ -8,9 +8,23 @@ from typing import Literal
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from lit_align.errors import ConfigError, check_range
 from lit_align.rewards.base import RewardFunction
+from lit_align.utils.dtypes import check_dtype
 
 ScoreKind = Literal["logit", "probability", "log_odds"]
+
+
+def check_template(template: str) -> None:
+    """ConfigError unless ``template`` is ``chat`` or a format string using {prompt} and/or {completion} only."""
+    if template == "chat":
+        return
+    try:
+        filled = template.format(prompt="\0p", completion="\0c")
+    except (KeyError, IndexError, ValueError, AttributeError) as error:
+        raise ConfigError(f"HFClassifierReward: template must be 'chat' or a format string with the fields {{prompt}} and {{completion}} only, got {template!r} ({type(error).__name__}: {error})") from None
+    if "\0c" not in filled:
+        raise ConfigError(f"HFClassifierReward: template {template!r} has no {{completion}} field, so every completion would get the same score; use e.g. '{{prompt}} {{completion}}'")
 
 
 class HFClassifierReward(RewardFunction):
@@ -47,6 +61,10 @@ class HFClassifierReward(RewardFunction):
         dtype: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
+        check_range(self, "batch_size", batch_size, 1, integer=True)
+        check_range(self, "max_length", max_length, 2, integer=True)
+        check_template(template)
+        check_dtype(self, dtype)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
             kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
@@ -62,7 +80,7 @@ class HFClassifierReward(RewardFunction):
         self.label = self._label_index(label)
         self.score = score
         if template == "chat" and not self.tokenizer.chat_template:
-            raise ValueError(f"template='chat' but the tokenizer of {model!r} has no chat template; give a format string instead")
+            raise ConfigError(f"HFClassifierReward: template='chat' but the tokenizer of {model!r} has no chat template; give a format string such as '{{prompt}} {{completion}}' instead")
         self.template = template
         self.batch_size = batch_size
         self.max_length = max_length
@@ -75,10 +93,9 @@ class HFClassifierReward(RewardFunction):
         else:
             names = {name: int(i) for i, name in self.model.config.id2label.items()}
             if label not in names:
-                raise ValueError(f"reward model has no label {label!r}; its labels are {sorted(names)}")
+                raise ConfigError(f"HFClassifierReward: the reward model has no label {label!r}; its labels are {sorted(names)}; set label to one of them or to an index")
             index = names[label]
-        if not 0 <= index < self.model.config.num_labels:
-            raise ValueError(f"label index {index} out of range for a model with {self.model.config.num_labels} outputs")
+        check_range(self, "label", index, 0, self.model.config.num_labels - 1, integer=True)
         return index
 
     def _render(self, prompt: str, completion: str) -> str:

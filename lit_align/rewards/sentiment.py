@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from lit_align.embedded.task import NEGATIVE, POSITIVE
+from lit_align.errors import check_range
 from lit_align.rewards.base import RewardFunction
 
 
@@ -20,6 +21,7 @@ class LexiconSentimentReward(RewardFunction):
     """
 
     def __init__(self, min_words: int = 3) -> None:
+        check_range(self, "min_words", min_words, 1, integer=True)
         self.min_words = min_words
         self._positive = frozenset(POSITIVE)
         self._negative = frozenset(NEGATIVE)
