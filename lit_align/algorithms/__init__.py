@@ -8,5 +8,8 @@ from lit_align.algorithms.kto import KTO
 from lit_align.algorithms.orpo import ORPO
 from lit_align.algorithms.pairwise import PairwiseAlignmentModule
 from lit_align.algorithms.sft import SFT
+from lit_align.algorithms.online_dpo import OnlineDPO, OnlinePairs
+from lit_align.algorithms.reward_model import RewardModel
 
 __all__ = ["AlignmentModule", "PairwiseAlignmentModule", "SFT", "DPO", "ConservativeDPO", "IPO", "KTO", "ORPO", "BestOfNDistillation", "BOND", "JBOND"]
+__all__ += ["RewardModel", "OnlineDPO", "OnlinePairs"]

@@ -1,0 +1,154 @@
+"""Online DPO: the DPO family trained on pairs sampled from the CURRENT policy and labelled by a reward.
+
+Offline DPO learns from pairs drawn once from another policy; as training moves the policy away, the
+pairs stop being on-policy. Online AI feedback (OAIF; Guo et al. 2024, arXiv 2402.04792, Alg. 1)
+draws two responses per prompt from the current policy at every step, lets an annotator (here any
+``RewardFunction``: the task's gold reward or a learned reward model) pick the better one, and takes
+a DPO step on that pair. Iterative DPO (Xiong et al. 2023, arXiv 2312.11456) does the same in
+rounds; ``sample_interval`` K > 1 samples from a snapshot of the policy refreshed every K steps.
+
+``OnlinePairs`` is the sampling part alone, a mixin in front of any ``PairwiseAlignmentModule``:
+``OnlineDPO(OnlinePairs, DPO)`` uses DPO's ``pair_loss`` (beta, cDPO label smoothing, RPO's NLL
+term) unchanged; ``class OnlineIPO(OnlinePairs, IPO): pass`` would be online IPO.
+Prompts come from ``BestOfNDataModule`` in online mode; sampling reuses its ``complete``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, NamedTuple
+
+import torch
+
+from lit_align.algorithms.dpo import DPO
+from lit_align.data.batches import BestOfNBatch, PairwiseBatch
+from lit_align.data.best_of_n import BestOfNDataModule
+from lit_align.data.collate import sequences_with_mask
+from lit_align.errors import ConfigError, check_range
+from lit_align.rewards import LexiconSentimentReward, RewardFunction
+
+
+class LabelledPairs(NamedTuple):
+    """Per prompt with a usable pair: its index, and the indices of the chosen and rejected samples."""
+
+    prompts: torch.Tensor
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+    @property
+    def num_pairs(self) -> int:
+        return self.prompts.numel()
+
+
+def label_pairs(rewards: torch.Tensor) -> LabelledPairs:
+    """From rewards [B, K] of K samples per prompt: chosen = the highest reward, rejected = the lowest.
+
+    With K = 2 this is OAIF's labelling; with K > 2, best against worst is the rejection-sampling
+    choice of iterative DPO (Xiong et al. 2023; Dong et al. 2024, arXiv 2405.07863). Prompts whose
+    samples all tie carry no preference and are left out (the caller counts them). Ties for the top
+    or bottom go to the lowest index, so the labelling is deterministic.
+    """
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be [prompts, samples >= 2], got shape {tuple(rewards.shape)}")
+    chosen, rejected = rewards.argmax(dim=-1), rewards.argmin(dim=-1)
+    keep = rewards.max(dim=-1).values > rewards.min(dim=-1).values
+    prompts = keep.nonzero().flatten()
+    return LabelledPairs(prompts, chosen[prompts], rejected[prompts])
+
+
+class OnlinePairs:
+    """Mixin for a ``PairwiseAlignmentModule``: every step, sample ``num_samples`` completions per
+    prompt from the current policy, score them with ``reward``, build (chosen, rejected) pairs with
+    ``label_pairs`` and run the algorithm's own pairwise loss on them.
+
+    Args:
+        reward: Reward r(prompt, completion) that labels the pairs (``class_path``): the embedded
+            task's lexicon by default, or a learned one, e.g. ``lit_align.rewards.HFClassifierReward``
+            on an exported ``RewardModel``.
+        num_samples: Samples per prompt (2 as in OAIF); pairs are best against worst.
+        sample_interval: K: sample from a snapshot of the policy refreshed every K optimiser steps
+            (1: always the current policy, fully online; K > 1 holds one more copy of the policy).
+        **kwargs: See the pairwise algorithm (e.g. ``DPO``: ``beta``, ``label_smoothing``) and
+            ``AlignmentModule``; ``reference`` may not be ``precomputed`` (the pairs are new every step).
+    """
+
+    def __init__(self, reward: RewardFunction | None = None, num_samples: int = 2, sample_interval: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.policy.mode == "precomputed":
+            raise ConfigError(f"{type(self).__name__}: reference='precomputed' cannot work, the pairs are sampled anew every step; use reference: copy or adapter")
+        check_range(self, "num_samples", num_samples, 2, None, integer=True)
+        check_range(self, "sample_interval", sample_interval, 1, None, integer=True)
+        self.reward = reward or LexiconSentimentReward()
+        self.num_samples = int(num_samples)
+        self.sample_interval = int(sample_interval)
+        # Kept out of the module tree (plain attribute): not trained, not checkpointed; rebuilt on resume.
+        object.__setattr__(self, "_snapshot", None)
+        self._snapshot_step = -1
+        self._batch_idx = 0
+
+    @property
+    def data(self) -> BestOfNDataModule:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not isinstance(datamodule, BestOfNDataModule) or not datamodule.online:
+            raise ConfigError(f"{type(self).__name__} samples its own completions: use data class_path lit_align.data.best_of_n.BestOfNDataModule with mode: online (got {type(datamodule).__name__})")
+        return datamodule
+
+    def training_step(self, batch: BestOfNBatch, batch_idx: int) -> torch.Tensor:
+        self._batch_idx = batch_idx  # seeds the draws; the base's compute_loss has no index
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch: BestOfNBatch, batch_idx: int) -> None:
+        self._batch_idx = batch_idx
+        super().validation_step(batch, batch_idx)
+
+    def _seed(self, stage: str) -> int:
+        # Validation draws depend on the batch only, so every validation samples alike for a given policy.
+        step = self.global_step if stage == "train" else 0
+        return (self.data.seed * 1_000_003 + 7_919 * step + 2 * self._batch_idx + (stage != "train") + 104_729 * self.global_rank) % 2**31
+
+    def sampling_policy(self, stage: str):
+        """The model the pairs are drawn from: the policy, or (training, K > 1) its latest snapshot."""
+        if stage != "train" or self.sample_interval == 1:
+            return self.policy.policy
+        if self._snapshot is None or self.global_step - self._snapshot_step >= self.sample_interval:
+            if self._snapshot is None:
+                object.__setattr__(self, "_snapshot", copy.deepcopy(self.policy.policy).requires_grad_(False))
+            else:
+                self._snapshot.load_state_dict(self.policy.policy.state_dict())
+            self._snapshot_step = self.global_step
+        return self._snapshot
+
+    def sample_pairs(self, batch: BestOfNBatch, stage: str) -> tuple[PairwiseBatch | None, dict[str, torch.Tensor]]:
+        """Sample, score and label; None when every prompt of the batch tied."""
+        filled = self.data.complete(batch, self.sampling_policy(stage), self.reward, seed=self._seed(stage), num_samples=self.num_samples)
+        rewards = filled.rewards.to(self.device)
+        pairs = label_pairs(rewards)
+        logs = {"online/reward": rewards.mean(), "online/ties": torch.tensor(float(len(batch) - pairs.num_pairs)), "online/pairs": torch.tensor(float(pairs.num_pairs))}
+        if pairs.num_pairs == 0:
+            return None, logs
+        index = pairs.prompts.tolist()
+        prompts = [batch.prompt_ids[i] for i in index]
+        completions = [filled.completion_ids[i][c] for i, c in zip(index, pairs.chosen.tolist())]
+        completions += [filled.completion_ids[i][r] for i, r in zip(index, pairs.rejected.tolist())]
+        tensors = sequences_with_mask(prompts * 2, completions, self.data.tokenizer.pad_token_id)
+        logs["online/reward_chosen"] = rewards[pairs.prompts, pairs.chosen].mean()
+        logs["online/reward_rejected"] = rewards[pairs.prompts, pairs.rejected].mean()
+        return PairwiseBatch(*(t.to(self.device) for t in tensors)), logs
+
+    def compute_loss(self, batch: BestOfNBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        pairs, logs = self.sample_pairs(batch, stage)
+        if pairs is None:
+            # Nothing to learn from this batch: a zero loss with no gradient (the optimiser skips the step's update).
+            return torch.zeros((), device=self.device, requires_grad=stage == "train"), logs
+        loss, pair_logs = super().compute_loss(pairs, stage)
+        return loss, {**pair_logs, **logs}
+
+
+class OnlineDPO(OnlinePairs, DPO):
+    """Online DPO (OAIF, arXiv 2402.04792): DPO's loss (Eq. 7, ``lit_align.losses.dpo_loss``) on
+    pairs sampled from the current policy and labelled by ``reward``; the reference is a frozen copy
+    of the start model. Args: see ``OnlinePairs`` and ``DPO``."""
+
+    @classmethod
+    def algorithm_name(cls) -> str:
+        return "online_dpo"
