@@ -147,7 +147,42 @@ def completion_logps(
     # Position t predicts token t+1: keep the positions whose NEXT token is a completion token.
     mask = loss_mask[:, 1:].bool()
     rows = mask.nonzero(as_tuple=True)[0]
-    dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
-    token_logps = ChunkedLinearLogProb.apply(hidden[:, :-1][mask], linear.weight, linear.bias, input_ids[:, 1:][mask], chunk_size, dtype, keep_max_elements)
+    token_logps = ChunkedLinearLogProb.apply(hidden[:, :-1][mask], linear.weight, linear.bias, input_ids[:, 1:][mask], chunk_size, _head_dtype(hidden), keep_max_elements)
     sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device).index_add(0, rows, token_logps)
     return SequenceLogps(sum=sums, count=mask.sum(-1).to(torch.float32))
+
+
+def _head_dtype(hidden: torch.Tensor) -> torch.dtype:
+    return torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+
+
+def scored_token_logps(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    rows: torch.Tensor,
+    sources: torch.Tensor,
+    labels: torch.Tensor,
+    head: HeadMode = "compact",
+    chunk_size: int = 1024,
+    keep_max_elements: int = KEEP_MAX_ELEMENTS,
+) -> torch.Tensor:
+    """log pi(labels[n] | the context seen at position (rows[n], sources[n])) for N scored tokens, fp32 [N].
+
+    For row layouts where the token a position predicts is not simply the next one in the row
+    (prefix sharing puts the first rejected token after the chosen ones, but it is predicted from
+    the last prompt position). ``attention_mask`` is the model-ready 4D mask and ``position_ids``
+    the positions of each token; both head modes score exactly the listed positions.
+    """
+    if head not in HEAD_MODES:
+        raise ValueError(f"unknown head mode {head!r}; expected one of {', '.join(HEAD_MODES)}")
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    parts = split_head(model) if head == "compact" else None
+    if parts is None:
+        # Same upcast-then-logsumexp as ops.sequence_logps, on the scored positions only.
+        logits = model(**inputs).logits[rows, sources].float()
+        return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    backbone, linear = parts
+    hidden = backbone(**inputs).last_hidden_state
+    return ChunkedLinearLogProb.apply(hidden[rows, sources], linear.weight, linear.bias, labels, chunk_size, _head_dtype(hidden), keep_max_elements)

@@ -25,6 +25,7 @@ from transformers import PreTrainedModel
 
 from lit_align.head import HEAD_MODES, HeadMode, completion_logps
 from lit_align.ops import SequenceLogps
+from lit_align.prefix_sharing import SharedLayout, shared_completion_logps
 
 ReferenceMode = Literal["copy", "none", "precomputed", "adapter"]
 REFERENCE_MODES = ("copy", "none", "precomputed", "adapter")
@@ -114,8 +115,14 @@ class PolicyWithReference(nn.Module):
             self.reference.eval()
         return self
 
-    def policy_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> SequenceLogps:
-        return completion_logps(self.policy, input_ids, attention_mask, loss_mask, self.head_mode)
+    def _logps(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, layout: SharedLayout | None) -> SequenceLogps:
+        if layout is not None:
+            return shared_completion_logps(model, layout, self.head_mode)
+        return completion_logps(model, input_ids, attention_mask, loss_mask, self.head_mode)
+
+    def policy_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, layout: SharedLayout | None = None) -> SequenceLogps:
+        """log pi(y|x) per row; with ``layout`` (``lit_align.prefix_sharing``) from one forward over the shared rows."""
+        return self._logps(self.policy, input_ids, attention_mask, loss_mask, layout)
 
     @contextlib.contextmanager
     def reference_weights(self):
@@ -131,8 +138,9 @@ class PolicyWithReference(nn.Module):
             self.policy.train(was_training)
 
     @torch.no_grad()
-    def reference_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, batch: Any = None) -> SequenceLogps:
-        """log pi_ref(y|x) per row. ``batch`` supplies precomputed values (``batch.reference_logps``)."""
+    def reference_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, batch: Any = None, layout: SharedLayout | None = None) -> SequenceLogps:
+        """log pi_ref(y|x) per row. ``batch`` supplies precomputed values (``batch.reference_logps``);
+        ``layout`` runs the live reference on prefix-shared rows, like ``policy_logps``."""
         if self.mode == "none":
             raise RuntimeError("this algorithm runs without a reference model (reference='none'), so no reference log-probs exist")
         if self.mode == "precomputed":
@@ -145,8 +153,8 @@ class PolicyWithReference(nn.Module):
             return SequenceLogps(*(t.to(device=input_ids.device, dtype=torch.float32) for t in cached))
         if self.mode == "adapter":
             with self.reference_weights() as reference:
-                return completion_logps(reference, input_ids, attention_mask, loss_mask, self.head_mode)
-        return completion_logps(self.reference, input_ids, attention_mask, loss_mask, self.head_mode)
+                return self._logps(reference, input_ids, attention_mask, loss_mask, layout)
+        return self._logps(self.reference, input_ids, attention_mask, loss_mask, layout)
 
     def export_model(self) -> PreTrainedModel:
         """A plain ``PreTrainedModel`` to ``save_pretrained``: LoRA adapters are merged into a copy."""

@@ -11,6 +11,11 @@ tokenizer, chat template, ``max_length`` and truncation settings at once: change
 the key changes. Values live in each example dict under ``reference_logps`` as one (sum, count)
 per row of the example in collate order (pairwise: chosen then rejected); ``collate_reference_logps``
 turns a list of examples into the ``SequenceLogps`` a batch carries.
+
+The pass visits examples longest first, so each batch holds rows of similar length (little padding;
+the first batch is the largest, so running out of memory shows at once), and shows a progress bar.
+With ``prefix_sharing`` on the algorithm, pairwise batches run prompt-shared rows
+(``lit_align.prefix_sharing``), as training does.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from tqdm.auto import tqdm
 
+from lit_align.data.batches import PairwiseBatch
 from lit_align.data.embedded import cache_root, model_fingerprint
 from lit_align.head import completion_logps
 from lit_align.ops import SequenceLogps
+from lit_align.prefix_sharing import pair_layout, shared_completion_logps
 
 REFERENCE_KEY = "reference_logps"
 # Bump when the row layout or what a value means changes, so old caches are not reused.
@@ -52,7 +60,7 @@ def examples_digest(examples: list[dict]) -> str:
     return digest.hexdigest()
 
 
-def cache_path(model: str, dtype: str | None, precision: str, splits: dict[str, list[dict]]) -> str:
+def cache_path(model: str, dtype: str | None, precision: str, splits: dict[str, list[dict]], prefix_sharing: bool = False) -> str:
     params = {
         "format": CACHE_FORMAT,
         "model": model_fingerprint(model),
@@ -60,25 +68,38 @@ def cache_path(model: str, dtype: str | None, precision: str, splits: dict[str, 
         "precision": precision,
         "examples": {name: examples_digest(examples) for name, examples in splits.items()},
     }
+    if prefix_sharing:  # same values up to float rounding; keyed apart so a run reuses its own numbers
+        params["prefix_sharing"] = True
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     return os.path.join(cache_root(), f"reference-{key}", "reference_logps.pt")
 
 
+def _length(example: dict) -> int:
+    return sum(len(v) for k, v in example.items() if k.endswith("_ids"))
+
+
 @torch.no_grad()
-def compute_reference_logps(model: torch.nn.Module, collate, examples: list[dict], batch_size: int, device: torch.device, forward_context=None) -> torch.Tensor:
-    """[len(examples), rows, 2] tensor of (sum, count) of each example's rows under ``model``."""
-    out = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        batch = collate(chunk)
+def compute_reference_logps(
+    model: torch.nn.Module, collate, examples: list[dict], batch_size: int, device: torch.device, forward_context=None, prefix_sharing: bool = False, progress: bool = False
+) -> torch.Tensor:
+    """[len(examples), rows, 2] tensor of (sum, count) of each example's rows under ``model``, in ``examples`` order."""
+    # Longest first: batches of similar lengths pad little (see module docstring).
+    order = sorted(range(len(examples)), key=lambda i: -_length(examples[i]))
+    out: torch.Tensor | None = None
+    for start in tqdm(range(0, len(order), batch_size), desc="reference log-probs", disable=not progress, leave=False):
+        indices = order[start : start + batch_size]
+        batch = collate([examples[i] for i in indices])
         input_ids, attention_mask, loss_mask = (t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.loss_mask))
+        rows = input_ids.shape[0] // len(indices)
         with forward_context() if forward_context is not None else contextlib.nullcontext():
-            logps = completion_logps(model, input_ids, attention_mask, loss_mask)
-        rows = input_ids.shape[0] // len(chunk)
-        # Row k of example i sits at i + k * len(chunk) in the collated batch (side-major).
-        values = torch.stack([logps.sum, logps.count], dim=-1).float().cpu().view(rows, len(chunk), 2)
-        out.append(values.transpose(0, 1))
-    return torch.cat(out) if out else torch.zeros(0, 1, 2)
+            layout = pair_layout(model, input_ids, attention_mask, loss_mask) if prefix_sharing and isinstance(batch, PairwiseBatch) else None
+            logps = shared_completion_logps(model, layout) if layout is not None else completion_logps(model, input_ids, attention_mask, loss_mask)
+        # Row k of example i sits at i + k * len(indices) in the collated batch (side-major).
+        values = torch.stack([logps.sum, logps.count], dim=-1).float().cpu().view(rows, len(indices), 2).transpose(0, 1)
+        if out is None:
+            out = torch.zeros(len(examples), rows, 2)
+        out[torch.as_tensor(indices)] = values
+    return out if out is not None else torch.zeros(0, 1, 2)
 
 
 def _attach(examples: list[dict], values: torch.Tensor) -> None:
@@ -96,11 +117,11 @@ def _gather(local: dict[str, torch.Tensor], world_size: int) -> list[dict[str, t
     return parts
 
 
-def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64) -> str:
+def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64, prefix_sharing: bool | None = None) -> str:
     """Attach cached reference log-probs to ``datamodule``'s train/val examples; compute them if missing.
 
     ``module`` is an ``AlignmentModule`` (its ``model_name``/``dtype`` say which weights the
-    reference is). Under DDP/FSDP every rank computes a strided share and the shares are gathered,
+    reference is; ``prefix_sharing`` defaults to the module's own setting). Under DDP/FSDP every rank computes a strided share and the shares are gathered,
     so the pass costs 1/world_size of the data per rank; rank 0 writes the cache. The reference
     model is loaded only if the cache is missing and freed before training starts.
     """
@@ -114,7 +135,9 @@ def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64) -> 
     trainer = getattr(module, "_trainer", None)  # None when called outside fit (tests, scripts)
     precision = str(trainer.precision) if trainer is not None else "32-true"
     dtype = module.hparams.get("dtype")
-    path = cache_path(module.model_name, dtype, precision, splits)
+    if prefix_sharing is None:
+        prefix_sharing = bool(getattr(module, "prefix_sharing", False))
+    path = cache_path(module.model_name, dtype, precision, splits, prefix_sharing)
     if os.path.exists(path):
         cached = torch.load(path, map_location="cpu")
         rank_zero_info(f"lit_align: reference log-probs loaded from {path}")
@@ -124,7 +147,10 @@ def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64) -> 
         reference = module.load_start_model()
         reference.to(module.device).eval().requires_grad_(False)
         context = trainer.precision_plugin.forward_context if trainer is not None else None
-        local = {name: compute_reference_logps(reference, datamodule.collate, examples[rank::world_size], batch_size, module.device, context) for name, examples in splits.items()}
+        local = {
+            name: compute_reference_logps(reference, datamodule.collate, examples[rank::world_size], batch_size, module.device, context, prefix_sharing, progress=rank == 0)
+            for name, examples in splits.items()
+        }
         del reference
         gc.collect()
         parts = _gather(local, world_size)

@@ -12,6 +12,7 @@ from lit_align.data.batches import PairwiseBatch
 from lit_align.losses import DPOOutput
 from lit_align.metrics import PreferenceMetrics
 from lit_align.ops import SequenceLogps
+from lit_align.prefix_sharing import pair_layout
 
 
 class PairLogps(NamedTuple):
@@ -29,19 +30,33 @@ def _halves(logps: SequenceLogps, n: int) -> tuple[SequenceLogps, SequenceLogps]
 
 class PairwiseAlignmentModule(AlignmentModule):
     """Subclasses implement ``pair_loss(logps) -> (DPOOutput, extra logs)``; this class runs chosen
-    and rejected through one forward, reduces the loss, and keeps the implicit-reward metrics."""
+    and rejected through one forward, reduces the loss, and keeps the implicit-reward metrics.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Args:
+        prefix_sharing: Run each pair as one row ``[prompt | chosen | rejected]`` whose mask keeps
+            the rejected tokens from seeing the chosen ones, so the prompt is computed once per pair
+            (Wang et al. 2024, arXiv 2410.20305; ``lit_align.prefix_sharing``). Same log-probs as the
+            usual 2B-row forward up to float rounding; applies to the policy and to the live, adapter
+            and precomputed reference. Pays off with long prompts. Models whose attention cannot take
+            the custom mask fall back to the usual forward with one warning.
+        **kwargs: See ``AlignmentModule``.
+    """
+
+    def __init__(self, *args: Any, prefix_sharing: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.prefix_sharing = prefix_sharing
         # Keyed by stage; "train" itself cannot be a ModuleDict key (it would shadow nn.Module.train).
         self.metrics = nn.ModuleDict({"train_metrics": PreferenceMetrics(), "val_metrics": PreferenceMetrics()})
 
     def pair_logps(self, batch: PairwiseBatch) -> PairLogps:
         n = batch.num_pairs
-        policy = _halves(self.policy.policy_logps(batch.input_ids, batch.attention_mask, batch.loss_mask), n)
+        rows = (batch.input_ids, batch.attention_mask, batch.loss_mask)
+        # One layout serves the policy and the live reference: same architecture, same rows.
+        layout = pair_layout(self.policy.policy, *rows) if self.prefix_sharing else None
+        policy = _halves(self.policy.policy_logps(*rows, layout=layout), n)
         if not self.policy.has_reference:
             return PairLogps(*policy, None, None)
-        reference = _halves(self.policy.reference_logps(batch.input_ids, batch.attention_mask, batch.loss_mask, batch=batch), n)
+        reference = _halves(self.policy.reference_logps(*rows, batch=batch, layout=layout), n)
         return PairLogps(*policy, *reference)
 
     def pair_loss(self, logps: PairLogps) -> tuple[DPOOutput, dict[str, torch.Tensor]]:
