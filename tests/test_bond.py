@@ -13,7 +13,9 @@ from lightning import Trainer
 from lit_align.algorithms import BOND, JBOND
 from lit_align.algorithms.base import REFERENCE_PREFIX
 from lit_align.callbacks import BestOfNEvaluation
+from lit_align.data.batches import BestOfNBatch
 from lit_align.data.best_of_n import BestOfNDataModule
+from lit_align.errors import ConfigError
 from lit_align.utils.scalars import last, read_scalars
 from tests.conftest import REPO, run_cli
 
@@ -123,3 +125,139 @@ def test_jbond_moves_the_sft_model_toward_best_of_n(embedded_sft_model, tmp_path
     assert last(scalars, "eval/quantile") > 0.6
     # ...while the KL to the SFT model stays in the range of Best-of-N's own KL.
     assert 0.0 < last(scalars, "eval/kl") < 3 * last(scalars, "eval/bon_kl_analytic")
+
+
+# ----- compute_loss wiring, with a stubbed sampler ------------------------------------------------
+
+
+class StubData:
+    """Stands in for BestOfNDataModule: ``sample`` returns fixed token ids by (who samples, how many)
+    and records every call; the rewards of those ids come from ``REWARD_OF``."""
+
+    seed = 0
+    tokenizer = None
+
+    def __init__(self, module, num_samples):
+        self.module, self.num_samples, self.calls = module, num_samples, []
+
+    def sample(self, model, prompt_ids, num_samples, seed=None):
+        who = "anchor" if model is self.module.policy.reference else "policy" if model is self.module.policy.policy else "?"
+        self.calls.append((who, num_samples, seed))
+        return [[list(STUB_SAMPLES[(who, num_samples)][b][i]) for i in range(num_samples)] for b in range(len(prompt_ids))]
+
+    def complete(self, batch, model, reward, seed=None, num_samples=None):
+        samples = self.sample(model, batch.prompt_ids, self.num_samples, seed)
+        return BestOfNBatch(batch.prompt_ids, batch.prompt_texts, samples, stub_scores(None, None, batch.prompt_texts, samples))
+
+
+# Token ids -> reward. One prompt; N = 3 anchor samples, k = 2 policy samples, m = 4 quantile samples
+# (all different sizes, so a mixed-up N, k or m changes the numbers).
+REWARD_OF = {(1,): 0.0, (2,): 1.0, (3,): 2.0, (4,): 1.0, (5,): -1.0, (6,): 3.0}
+STUB_SAMPLES = {
+    ("anchor", 3): [[(3,), (1,), (2,)]],  # N anchor samples: rewards 2, 0, 1
+    ("anchor", 2): [[(3,), (1,)]],  # J-BOND's 2 anchor samples: rewards 2, 0
+    ("policy", 2): [[(4,), (5,)]],  # policy samples: rewards 1, -1
+    ("anchor", 4): [[(1,), (2,), (2,), (6,)]],  # quantile samples: rewards 0, 1, 1, 3
+}
+
+
+def stub_scores(tokenizer, reward, prompt_texts, completion_ids):
+    return torch.tensor([[REWARD_OF[tuple(c)] for c in per_prompt] for per_prompt in completion_ids], dtype=torch.float32)
+
+
+LOGPS = (torch.tensor([-1.5]), torch.tensor([[-2.0, -3.0]]), torch.tensor([[-2.5, -2.25]]))  # best, policy samples, anchor of samples
+
+
+def wire(module, monkeypatch, loss_name, num_samples=3):
+    import lit_align.algorithms.bond as bond_module
+    import lit_align.algorithms.bond_base as base_module
+
+    data = StubData(module, num_samples)
+    monkeypatch.setattr(type(module), "data", property(lambda self: data))
+    monkeypatch.setattr(base_module, "score_completions", stub_scores)
+    seen = {}
+
+    def sequence_logps(batch, samples):
+        seen["best"], seen["samples"] = batch.best_completions(), samples
+        return LOGPS
+
+    monkeypatch.setattr(module, "sequence_logps", sequence_logps)
+    real = getattr(bond_module, loss_name)
+
+    def spy(*args):
+        seen["loss_args"] = args
+        return real(*args)
+
+    monkeypatch.setattr(bond_module, loss_name, spy)
+    return data, seen
+
+
+def test_bond_compute_loss_passes_the_right_quantities(monkeypatch):
+    module = BOND(model="embedded:micro", quantile_samples=4, num_policy_samples=2, beta=0.3)
+    data, seen = wire(module, monkeypatch, "bond_loss")
+    batch = BestOfNBatch([[7, 8]], ["the film was"])
+    loss, logs = module.compute_loss(batch, "train")
+    # Who was sampled: N = 3 anchor samples, k = 2 policy samples, m = 4 fresh anchor samples for the quantile, each its own seed.
+    assert sorted(c[:2] for c in data.calls) == [("anchor", 3), ("anchor", 4), ("policy", 2)]
+    assert len({c[2] for c in data.calls}) == 3
+    assert seen["best"] == [[3]] and seen["samples"] == [[[4], [5]]]  # Best-of-3 is reward 2; the policy samples
+    best, samples, anchor, log_ratios, beta = seen["loss_args"]
+    assert best is LOGPS[0] and samples is LOGPS[1] and anchor is LOGPS[2] and beta == 0.3
+    # Quantiles against the m = 4 quantile samples [0, 1, 1, 3], Laplace prior: (count + 1) / (m + 2).
+    # Policy reward 1: p_le = 4/6, p_lt = 2/6, N = 3: log(p_le^2 + p_le p_lt + p_lt^2) = log(28/36).
+    # Policy reward -1: p_le = p_lt = 1/6: log(3 / 36).
+    assert log_ratios[0].tolist() == pytest.approx([math.log(28 / 36), math.log(3 / 36)])
+    expected = 0.7 * 1.5 + 0.3 * ((-2.0 + 2.5 - math.log(28 / 36)) + (-3.0 + 2.25 - math.log(3 / 36))) / 2
+    assert loss.item() == pytest.approx(expected)
+    assert logs["quantile"].item() == pytest.approx((3 / 4 + 0 / 4) / 2)  # plain MC against the quantile samples
+
+
+def test_bond_without_quantile_samples_reuses_the_n_anchor_samples(monkeypatch):
+    module = BOND(model="embedded:micro", quantile_samples=None, num_policy_samples=2)
+    data, seen = wire(module, monkeypatch, "bond_loss")
+    module.compute_loss(BestOfNBatch([[7, 8]], ["the film was"]), "train")
+    assert sorted(c[:2] for c in data.calls) == [("anchor", 3), ("policy", 2)]
+    # Against the N = 3 anchor rewards [2, 0, 1]: reward 1 -> p_le = 3/5, p_lt = 2/5; reward -1 -> 1/5, 1/5.
+    log_ratios = seen["loss_args"][3]
+    assert log_ratios[0].tolist() == pytest.approx([math.log((9 + 6 + 4) / 25), math.log(3 / 25)])
+
+
+def test_jbond_compute_loss_passes_the_right_quantities(monkeypatch):
+    module = JBOND(model="embedded:micro", num_policy_samples=2, beta=0.4, kl_weight=0.2)
+    data, seen = wire(module, monkeypatch, "jbond_loss", num_samples=2)
+    loss, _ = module.compute_loss(BestOfNBatch([[7, 8]], ["the film was"]), "train")
+    best, samples, anchor, crude, beta, gamma, backward_kl = seen["loss_args"]
+    assert best is LOGPS[0] and samples is LOGPS[1] and anchor is LOGPS[2] and (beta, gamma, backward_kl) == (0.4, 0.2, True)
+    assert seen["best"] == [[3]]
+    # Anchor rewards [2, 0]: policy reward 1 ties nothing below the minimum 0 -> 0; reward -1 < 0 -> -log 16.
+    assert crude[0].tolist() == pytest.approx([0.0, -math.log(16)])
+    rho = torch.tensor([-2.0 + 2.5, -3.0 + 2.25])
+    returns = torch.tensor([0.0, -math.log(16)]) - rho
+    expected = 0.6 * 1.5 + 0.4 * (-returns).mean() + 0.2 * rho.mean()
+    assert loss.item() == pytest.approx(expected.item())
+
+
+def test_jbond_refuses_other_than_two_anchor_samples(monkeypatch):
+    module = JBOND(model="embedded:micro", num_policy_samples=2)
+    wire(module, monkeypatch, "jbond_loss")
+    with pytest.raises(ConfigError, match="num_samples is 3.*exactly 2 anchor samples"):
+        module.compute_loss(BestOfNBatch([[7, 8]], ["the film was"]), "train")
+
+
+@pytest.mark.parametrize(
+    "cls,name,value",
+    [(BOND, "beta", 1.5), (BOND, "num_policy_samples", 0), (BOND, "quantile_samples", 0), (BOND, "quantile_prior", -1.0), (BOND, "anchor_update_interval", 0),
+     (JBOND, "kl_weight", -0.1), (JBOND, "anchor_ema", 0.0), (JBOND, "anchor_ema", 1.5), (JBOND, "worst_penalty", -1.0), (JBOND, "beta", -0.1)],
+)
+def test_bad_arguments_raise_a_config_error_naming_them(cls, name, value):
+    with pytest.raises(ConfigError, match=rf"{cls.__name__}: {name} must be"):
+        cls(model="embedded:micro", **{name: value})
+
+
+def test_best_of_n_datamodule_needs_two_samples():
+    with pytest.raises(ConfigError, match=r"BestOfNDataModule: num_samples must be an integer in \[2"):
+        BestOfNDataModule(num_samples=1)
+    with pytest.raises(ConfigError, match="BestOfNDataModule: temperature"):
+        BestOfNDataModule(temperature=0.0)
+    with pytest.raises(ConfigError, match="BestOfNDataModule: max_new_tokens"):
+        BestOfNDataModule(max_new_tokens=0)

@@ -218,9 +218,12 @@ def test_jbond_loss_mixes_forward_backward_and_regulariser():
     crude = jbond_reward(torch.tensor([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]]), torch.tensor([[0.2, 0.3], [0.0, 1.0], [0.6, 0.7]]))
     out = jbond_loss(best, samples, anchor, crude, beta=0.5, kl_weight=0.1)
     assert torch.allclose(out.forward_losses, -best.detach())
-    assert torch.allclose(out.backward_losses, -crude.mean(-1))
+    # Paper form (Alg. 2): the backward value is E[rho - r_J], the KL to Best-of-2 of the anchor up to log 2.
+    assert torch.allclose(out.backward_losses, ((samples - anchor).detach() - crude).mean(-1))
+    variant = jbond_loss(best, samples, anchor, crude, beta=0.5, kl_weight=0.1, backward_kl=False)
+    assert torch.allclose(variant.backward_losses, -crude.mean(-1))
     assert torch.allclose(out.regularizer_losses, (samples - anchor).detach().mean(-1))
     assert torch.allclose(out.losses, 0.5 * out.forward_losses + 0.5 * out.backward_losses + 0.1 * out.regularizer_losses)
     # The worse of two samples of a prompt gets pushed down by the crude reward, the other up.
-    (grad,) = torch.autograd.grad(jbond_loss(best, samples, anchor, crude, beta=1.0, kl_weight=0.0).losses.sum(), samples)
+    (grad,) = torch.autograd.grad(jbond_loss(best, samples, anchor, crude, beta=1.0, kl_weight=0.0, backward_kl=False).losses.sum(), samples)
     assert grad[0, 0] > 0 > grad[0, 1]

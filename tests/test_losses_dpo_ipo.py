@@ -77,3 +77,33 @@ def test_ipo_minimised_at_margin_one_over_two_tau():
 def test_sft_loss_is_token_weighted_nll():
     logps = SequenceLogps(sum=torch.tensor([-6.0, -1.0]), count=torch.tensor([3.0, 1.0]))
     assert sft_loss(logps).item() == pytest.approx(7.0 / 4.0)
+
+
+def test_pairwise_arguments_are_checked_at_construction():
+    from lit_align.algorithms import DPO, IPO, ConservativeDPO
+    from lit_align.errors import ConfigError
+
+    for cls, name, value in [(DPO, "beta", 0.0), (DPO, "label_smoothing", 0.5), (DPO, "nll_weight", -1.0), (ConservativeDPO, "label_smoothing", -0.1), (IPO, "tau", -0.1)]:
+        with pytest.raises(ConfigError, match=rf"{cls.__name__}: {name} must be in"):
+            cls(model="embedded:micro", **{name: value})
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        dpo_loss(*_logps(), beta=0.1, label_smoothing=0.7)
+
+
+def test_ipo_logs_the_summed_implicit_reward_even_when_the_loss_uses_means():
+    """rewards/* mean tau * summed log-ratio for every pairwise method; length_normalize changes the loss only."""
+    from lit_align.algorithms import IPO
+    from lit_align.algorithms.pairwise import PairLogps
+
+    counts = torch.tensor([2.0, 5.0])
+    sums = [torch.tensor(v) for v in ([-4.0, -10.0], [-6.0, -5.0], [-5.0, -9.0], [-5.0, -8.0])]
+    logps = PairLogps(*(SequenceLogps(s, counts) for s in sums))
+    normalized, _ = IPO(model="embedded:micro", tau=0.2, length_normalize=True).pair_loss(logps)
+    summed, _ = IPO(model="embedded:micro", tau=0.2).pair_loss(logps)
+    assert torch.allclose(normalized.chosen_rewards, 0.2 * (sums[0] - sums[2]))
+    assert torch.allclose(normalized.rejected_rewards, 0.2 * (sums[1] - sums[3]))
+    assert torch.equal(normalized.chosen_rewards, summed.chosen_rewards)
+    # ...while the loss is the per-token-mean IPO loss.
+    expected = ipo_loss(*(s / counts for s in sums), tau=0.2).losses
+    assert torch.allclose(normalized.losses, expected)
+    assert not torch.allclose(normalized.losses, summed.losses)

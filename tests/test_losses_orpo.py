@@ -61,3 +61,15 @@ def test_stable_when_logps_near_zero():
 
 def test_log_odds_is_fp32_even_for_bf16_input():
     assert log_odds(torch.tensor([-0.1], dtype=torch.bfloat16)).dtype == torch.float32
+
+
+def test_nll_over_prompt_and_completion_is_token_level_over_both():
+    """The authors'/TRL convention: prompt tokens of the chosen rows join the token-level NLL."""
+    chosen, rejected = logps([-4.0, -9.0], [2.0, 3.0]), logps([-6.0, -2.0], [3.0, 1.0])
+    prompt = logps([-5.0, -1.0], [4.0, 1.0])
+    completion_only = orpo_loss(chosen, rejected, 0.0)
+    both = orpo_loss(chosen, rejected, 0.0, chosen_prompt=prompt)
+    assert completion_only.losses.mean().item() == pytest.approx(13.0 / 5.0)
+    assert both.losses.mean().item() == pytest.approx((13.0 + 6.0) / (5.0 + 5.0))
+    # The odds ratio stays on the completion's mean log-prob either way.
+    assert torch.equal(both.odds_ratio_losses, completion_only.odds_ratio_losses)

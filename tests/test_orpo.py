@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -55,3 +56,46 @@ def test_orpo_improves_true_reward_over_sft(embedded_sft_model, tmp_path):
     baseline = evaluation.measure(load_causal_lm(embedded_sft_model), cli.datamodule)["eval/reward"]
     assert last(scalars, "eval/reward") > baseline + 0.1
     assert last(scalars, "eval/kl") > 0.0
+
+
+PAIRS = [
+    {"prompt": "the film was", "chosen": "great and moving .", "rejected": "bad ."},
+    {"prompt": "a story that never", "chosen": "stops surprising .", "rejected": "drags on and on ."},
+]
+
+
+def pair_batch(tmp_path):
+    from lit_align.data.pairwise import PairwiseDataModule
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in PAIRS * 2) + "\n")
+    data = PairwiseDataModule(dataset=str(path), model="embedded:tiny", max_length=40, max_prompt_length=16, batch_size=2, val_fraction=0.5, seed=0)
+    data.setup("fit")
+    return next(iter(data.train_dataloader()))
+
+
+@pytest.mark.parametrize("nll_tokens", ["completion", "prompt_and_completion"])
+def test_nll_tokens_match_the_causal_lm_loss_they_name(nll_tokens, tmp_path):
+    """lambda = 0 leaves the NLL alone: the HF causal-LM loss of the chosen rows over the tokens named
+    (completion only: the paper's L_SFT; prompt and completion: the authors' code and TRL)."""
+    batch = pair_batch(tmp_path)
+    torch.manual_seed(0)
+    module = ORPO(model="embedded:tiny", odds_ratio_weight=0.0, nll_tokens=nll_tokens)
+    loss, logs = module.compute_loss(batch, "train")
+    n = batch.num_pairs
+    labels = batch.input_ids[:n].clone()
+    keep = batch.loss_mask[:n].bool() if nll_tokens == "completion" else batch.attention_mask[:n].bool()
+    labels[~keep] = -100
+    with torch.no_grad():
+        expected = module.policy.policy(input_ids=batch.input_ids[:n], attention_mask=batch.attention_mask[:n], labels=labels).loss
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert logs["nll_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_bad_arguments_raise_config_errors_naming_them():
+    from lit_align.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ORPO: odds_ratio_weight must be in \[0"):
+        ORPO(model="embedded:tiny", odds_ratio_weight=-0.1)
+    with pytest.raises(ConfigError, match="ORPO: nll_tokens must be"):
+        ORPO(model="embedded:tiny", nll_tokens="prompt")

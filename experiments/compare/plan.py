@@ -15,8 +15,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 
-def config(*parts: str) -> str:
-    return os.path.join(REPO, "configs", *parts)
+CONFIGS = os.path.join(REPO, "configs")
+
+
+def config(*parts: str, root: str = CONFIGS) -> str:
+    return os.path.join(root, *parts)
+
+
+def config_files(recipe: str, data: str, algorithm: str, root: str = CONFIGS) -> list[str]:
+    """``--config`` arguments of a method: the one-file recipe ``<root>/<recipe>.yaml`` where it exists,
+    else the older three-file form (``base.yaml`` + ``data/<data>`` + ``algorithm/<algorithm>``), so a
+    comparison can be rerun on a saved copy of an earlier configs/ folder (``run.py --configs``)."""
+    if os.path.exists(config(recipe + ".yaml", root=root)):
+        return ["--config", config(recipe + ".yaml", root=root)]
+    return ["--config", config("base.yaml", root=root), "--config", config("data", data, root=root), "--config", config("algorithm", algorithm, root=root)]
 
 
 @dataclass(frozen=True)
@@ -37,8 +49,8 @@ class Method:
     extra: tuple[str, ...] = ()
     meaning: str = ""
 
-    def args(self, value: float | None) -> list[str]:
-        fixed = ["--config", config("base.yaml"), "--config", config("data", self.data), "--config", config("algorithm", self.algorithm)]
+    def args(self, value: float | None, root: str = CONFIGS) -> list[str]:
+        fixed = config_files(self.name, self.data, self.algorithm, root)
         strength = [f"--{self.parameter}={value:g}"] if self.parameter is not None else []
         return fixed + list(self.extra) + strength
 
@@ -90,6 +102,7 @@ class Budget:
     seeds: tuple[int, ...] = (0, 1)
     bon_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     methods: tuple[str, ...] = tuple(METHODS)
+    configs: str = CONFIGS
 
 
 QUICK = Budget(steps=6, eval_every=3, eval_prompts=8, samples_per_prompt=2, num_examples=128, num_val_examples=32, val_batches=1, sft_examples=256, sft_epochs=1, seeds=(0,), bon_ns=(1, 2, 4))
@@ -141,7 +154,7 @@ def callbacks(sft_model: str, budget: Budget) -> str:
 
 def run_args(run: Run, sft_model: str, tb_dir: str, budget: Budget) -> list[str]:
     """The full ``fit`` argument list of one run."""
-    return ["fit", *run.method.args(run.value),
+    return ["fit", *run.method.args(run.value, budget.configs),
         f"--model.init_args.model={sft_model}",
         f"--seed_everything={run.seed}",
         f"--data.init_args.seed={run.seed}",
@@ -167,7 +180,7 @@ def run_args(run: Run, sft_model: str, tb_dir: str, budget: Budget) -> list[str]
 def sft_args(out: str, budget: Budget) -> list[str]:
     """The shared SFT start: the shipped SFT recipe, exported to ``<out>/sft`` (not data/embedded/sft)."""
     export = [{"class_path": "lit_align.callbacks.ExportPretrained", "init_args": {"also_to": os.path.join(out, "sft")}}]
-    return ["fit", "--config", config("base.yaml"), "--config", config("data", "embedded_sft.yaml"), "--config", config("algorithm", "sft.yaml"),
+    return ["fit", *config_files("sft", "embedded_sft.yaml", "sft.yaml", budget.configs),
         f"--data.init_args.num_examples={budget.sft_examples}",
         f"--trainer.max_epochs={budget.sft_epochs}",
         "--trainer.enable_checkpointing=false",

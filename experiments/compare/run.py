@@ -34,7 +34,7 @@ sys.path.insert(0, REPO)  # run as a script from anywhere, without installing th
 
 import yaml  # noqa: E402
 
-from experiments.compare.plan import METHODS, QUICK, Budget, Method, Run, config, plan, run_args, sft_args  # noqa: E402
+from experiments.compare.plan import METHODS, QUICK, Budget, Method, Run, config_files, plan, run_args, sft_args  # noqa: E402
 from experiments.compare.report import best_of_n_curve, load_json, plot_frontier, run_result, save_json, write_results  # noqa: E402
 
 
@@ -49,6 +49,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sft-model", help="start every method from this model instead of training the SFT start (e.g. data/embedded/sft)")
     parser.add_argument("--jobs", type=int, help="runs trained at once, each in its own process (default: one per CPU core, at most 4; --quick: 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads per run (default: 1 with --jobs > 1, else torch's choice; 1 is faster on a busy machine)")
+    parser.add_argument("--configs", help="configs folder to read the recipes from (default: the repository's configs/; a saved copy reruns rows on the configs of an earlier comparison)")
     parser.add_argument("--report-only", action="store_true", help="train nothing: rebuild results.md and frontier.png from the runs finished so far")
     parser.add_argument("--force", action="store_true", help="retrain the SFT start and rerun finished runs")
     return parser.parse_args(argv)
@@ -56,17 +57,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def budget_from(args: argparse.Namespace) -> Budget:
     budget = QUICK if args.quick else Budget()
-    changes = {"methods": tuple(args.methods) if args.methods else None, "seeds": tuple(args.seeds) if args.seeds else None, "steps": args.steps, "eval_every": args.eval_every}
+    changes = {"methods": tuple(args.methods) if args.methods else None, "seeds": tuple(args.seeds) if args.seeds else None, "steps": args.steps, "eval_every": args.eval_every,
+               "configs": os.path.abspath(args.configs) if args.configs else None}
     return Budget(**{**budget.__dict__, **{k: v for k, v in changes.items() if v is not None}})
 
 
-def unavailable(method: Method) -> str | None:
+def unavailable(method: Method, root: str) -> str | None:
     """Why ``method`` cannot run here (its config or class is missing), or None."""
-    for path in (config("algorithm", method.algorithm), config("data", method.data)):
+    paths = config_files(method.name, method.data, method.algorithm, root)[1::2]
+    for path in paths:
         if not os.path.exists(path):
             return f"{path} does not exist"
-    with open(config("algorithm", method.algorithm)) as f:
-        class_path = yaml.safe_load(f)["model"]["class_path"]
+    with open(paths[-1]) as f:
+        class_path = (yaml.safe_load(f).get("model") or {}).get("class_path")
+    if class_path is None:
+        return f"{paths[-1]} names no model class_path"
     module, _, name = class_path.rpartition(".")
     try:
         getattr(__import__(module, fromlist=[name]), name)
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or os.path.join("outputs", "compare_quick" if args.quick else "compare")
     tb = os.path.join(out, "tb")
     os.makedirs(out, exist_ok=True)
-    skipped = {name: reason for name in budget.methods if (reason := unavailable(METHODS[name]))}
+    skipped = {name: reason for name in budget.methods if (reason := unavailable(METHODS[name], budget.configs))}
     for name, reason in skipped.items():
         print(f"lit_align compare: SKIPPING {name}: {reason}")
     budget = Budget(**{**budget.__dict__, "methods": tuple(m for m in budget.methods if m not in skipped)})

@@ -1,9 +1,7 @@
 """BOND and J-BOND (Sessa et al. 2024, arXiv 2407.14622): distil the Best-of-N distribution of a
 reference (or moving anchor) policy into the policy, so one sample does what N samples + a reward did.
 
-Both run on ``BestOfNDataModule``. Each training step draws, for B prompts, N anchor samples
-(online mode; offline data bring their own) and k policy samples, scores them with ``reward``, and
-runs one forward over the best anchor samples and the policy samples together.
+Both run on ``BestOfNDataModule``; sampling, scoring and the anchor live in ``bond_base``.
 """
 
 from __future__ import annotations
@@ -13,134 +11,43 @@ from typing import Any
 
 import torch
 
-from lit_align.algorithms.base import REFERENCE_PREFIX, AlignmentModule
+from lit_align.algorithms.bond_base import BestOfNDistillation
 from lit_align.data.batches import BestOfNBatch
-from lit_align.data.best_of_n import BestOfNDataModule, score_completions
-from lit_align.data.collate import sequences_with_mask
+from lit_align.errors import ConfigError, check_range
 from lit_align.losses.bond import bon_log_ratio, bond_loss, jbond_loss, jbond_reward, quantile_estimate
-from lit_align.rewards import LexiconSentimentReward, RewardFunction
 
-
-class BestOfNDistillation(AlignmentModule):
-    """Shared part of BOND and J-BOND: sampling, scoring, log-probs, and the anchor's life cycle.
-
-    The anchor is ``policy.reference`` (mode ``copy``). When it moves (iterative BOND, J-BOND) it is
-    no longer the initial model, so unlike other algorithms it is kept in checkpoints.
-
-    Args:
-        reward: Reward r(prompt, completion) that defines Best-of-N (``class_path``); default: the
-            embedded task's lexicon. Offline data must have been scored with the same reward.
-        num_policy_samples: k policy samples per prompt for the backward (policy-gradient) part;
-            k >= 2 gives each sample a leave-one-out baseline from its own prompt.
-        beta: Weight of the backward KL(pi || pi_BoN) against the forward KL(pi_BoN || pi).
-        **kwargs: See ``AlignmentModule`` (``reference`` must stay ``copy``: it is the anchor).
-    """
-
-    def __init__(self, reward: RewardFunction | None = None, num_policy_samples: int = 2, beta: float = 0.5, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if self.policy.mode != "copy":
-            # It samples from the anchor and (iterative BOND, J-BOND) moves it: that needs a model of its own.
-            raise ValueError(f"{type(self).__name__} samples from its reference/anchor, which must be a separate model: use reference='copy', not {self.policy.mode!r}")
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
-        self.reward = reward or LexiconSentimentReward()
-        self.num_policy_samples = num_policy_samples
-        self.beta = beta
-
-    @property
-    def anchor_moves(self) -> bool:
-        return False
-
-    def training_step(self, batch: BestOfNBatch, batch_idx: int) -> torch.Tensor:
-        self._batch_idx = batch_idx  # seeds the draws; the base's compute_loss signature has no index
-        return super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch: BestOfNBatch, batch_idx: int) -> None:
-        self._batch_idx = batch_idx
-        super().validation_step(batch, batch_idx)
-
-    @property
-    def data(self) -> BestOfNDataModule:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not isinstance(datamodule, BestOfNDataModule):
-            raise TypeError(f"{type(self).__name__} needs a BestOfNDataModule (it samples with its settings), got {type(datamodule).__name__}")
-        return datamodule
-
-    def _seed(self, stage: str, stream: int) -> int:
-        # Training draws depend on the optimiser step, validation draws on the batch only, so every
-        # validation sees the same anchor samples and its numbers are comparable across epochs.
-        step = self.global_step if stage == "train" else getattr(self, "_batch_idx", 0)
-        return (self.data.seed * 1_000_003 + 4 * step + 2 * (stage != "train") + stream + 7919 * self.global_rank) % 2**31
-
-    def draw(self, batch: BestOfNBatch, stage: str) -> tuple[BestOfNBatch, list[list[list[int]]], torch.Tensor]:
-        """Anchor completions (online mode), k policy samples per prompt and the policy samples' rewards."""
-        if not batch.has_completions:
-            batch = self.data.complete(batch, self.policy.reference, self.reward, self._seed(stage, 0))
-        elif self.anchor_moves:
-            raise ValueError(f"{type(self).__name__} moves its anchor, but offline completions are samples of the initial reference; use BestOfNDataModule(mode='online')")
-        samples = self.data.sample(self.policy.policy, batch.prompt_ids, self.num_policy_samples, self._seed(stage, 1))
-        rewards = score_completions(self.data.tokenizer, self.reward, batch.prompt_texts, samples).to(self.device)
-        return batch, samples, rewards
-
-    def sequence_logps(self, batch: BestOfNBatch, samples: list[list[list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """log pi(y_best) [B], log pi(y) [B, k] and log pi_anchor(y) [B, k] from ONE policy forward
-        over the best anchor samples and the policy samples together."""
-        b, k = len(batch), self.num_policy_samples
-        prompts = batch.prompt_ids + [p for p in batch.prompt_ids for _ in range(k)]
-        completions = batch.best_completions() + [c for per_prompt in samples for c in per_prompt]
-        input_ids, attention_mask, loss_mask = (t.to(self.device) for t in sequences_with_mask(prompts, completions, self.data.tokenizer.pad_token_id))
-        policy = self.policy.policy_logps(input_ids, attention_mask, loss_mask).sum
-        # The anchor needs only the policy samples (the backward part's log-ratio).
-        anchor = self.policy.reference_logps(input_ids[b:], attention_mask[b:], loss_mask[b:]).sum
-        return policy[:b], policy[b:].view(b, k), anchor.view(b, k)
-
-    def sample_logs(self, batch: BestOfNBatch, policy_logps: torch.Tensor, anchor_logps: torch.Tensor, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            "reward": rewards.mean(),
-            "anchor_reward": batch.rewards.mean(),
-            "bon_reward": batch.rewards.max(dim=-1).values.mean(),
-            # Plain MC quantile (no prior): the share of anchor samples the policy sample matches or beats.
-            "quantile": quantile_estimate(rewards, batch.rewards).mean(),
-            "kl": (policy_logps - anchor_logps).detach().mean(),
-        }
-
-    # ----- the anchor ----------------------------------------------------------------------------
-    def update_anchor(self, steps_done: int) -> None:
-        """Called after every optimiser step; subclasses with a moving anchor override it."""
-
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
-        # Lightning counts the step as completed only after this hook returns.
-        self.update_anchor(self.trainer.global_step + 1)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A moving anchor is training state: rebuilding it from `model` on resume (what the base class
-        # does for a frozen reference) would silently restart iterative BOND / J-BOND from round 0.
-        if not self.anchor_moves:
-            super().on_save_checkpoint(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if not any(k.startswith(REFERENCE_PREFIX) for k in checkpoint["state_dict"]):
-            super().on_load_checkpoint(checkpoint)
+__all__ = ["BestOfNDistillation", "BOND", "JBOND"]
 
 
 class BOND(BestOfNDistillation):
     """BOND with the Jeffreys divergence (Sec. 4), optionally iterated with a moving anchor (Sec. 4.3).
 
+    The backward part needs log pi_BoN(y)/pi_ref(y) of each policy sample y, i.e. its reward quantile
+    among reference samples (Theorem 1). As in the paper's experiments, the quantile is estimated
+    from ``quantile_samples`` fresh Monte-Carlo samples of the anchor on the same prompts, separate
+    from the N samples whose best is distilled, and the tie-aware form of Theorem 1
+    (``bon_log_ratio(p_le, N, p_lt)``) is used, since discrete rewards tie often.
+
     Args:
-        quantile_prior: Pseudo-count of the quantile estimate (``quantile_estimate``): 1 (Laplace)
-            keeps log p_le finite when a policy sample loses to all N anchor samples; 0 is the plain
-            MC estimate (then such a sample gets log 0 = -inf, so only use 0 with large N).
+        quantile_samples: m >= 1 anchor samples per prompt used only for the quantile estimate
+            (16 in the paper's experiments). None reuses the N anchor samples (m = N), our earlier
+            estimator: cheaper, but it biases the target toward the reference for small N
+            (docs/bond.md gives the size on the embedded task).
+        quantile_prior: Pseudo-count >= 0 of the quantile estimate (``quantile_estimate``): 1
+            (Laplace) keeps log p_le finite when a policy sample loses to all m samples; 0 is the
+            plain MC estimate (then such a sample gets log 0 = -inf, so only use 0 with large m).
         anchor_update_interval: Iterative BOND: copy the policy into the anchor every this many
-            optimiser steps, so training distils Best-of-N of the anchor again and again (after M
-            rounds about Best-of-N^M of the start). None keeps the anchor fixed (plain BOND).
+            optimiser steps (>= 1), so training distils Best-of-N of the anchor again and again
+            (after M rounds about Best-of-N^M of the start). None keeps the anchor fixed (plain BOND).
         **kwargs: See ``BestOfNDistillation`` (``beta`` 0.5 as in the paper).
     """
 
-    def __init__(self, quantile_prior: float = 1.0, anchor_update_interval: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, quantile_samples: int | None = 16, quantile_prior: float = 1.0, anchor_update_interval: int | None = None, **kwargs: Any) -> None:
+        check_range(self, "quantile_samples", quantile_samples, 1, integer=True, allow_none=True)
+        check_range(self, "quantile_prior", quantile_prior, 0.0)
+        check_range(self, "anchor_update_interval", anchor_update_interval, 1, integer=True, allow_none=True)
         super().__init__(**kwargs)
-        if anchor_update_interval is not None and anchor_update_interval < 1:
-            raise ValueError(f"anchor_update_interval must be a positive number of steps or None, got {anchor_update_interval}")
+        self.quantile_samples = quantile_samples
         self.quantile_prior = quantile_prior
         self.anchor_update_interval = anchor_update_interval
 
@@ -148,12 +55,19 @@ class BOND(BestOfNDistillation):
     def anchor_moves(self) -> bool:
         return self.anchor_update_interval is not None
 
+    def log_bon_ratios(self, rewards: torch.Tensor, reference_rewards: torch.Tensor, n: int) -> torch.Tensor:
+        """Estimated log pi_BoN(y)/pi_ref(y) [B, k] of the policy samples' ``rewards`` [B, k] from the
+        m reference rewards [B, m]: Theorem 1 with p_le and p_lt counted with the same prior."""
+        p_le = quantile_estimate(rewards, reference_rewards, prior=self.quantile_prior)
+        p_lt = quantile_estimate(rewards, reference_rewards, strict=True, prior=self.quantile_prior)
+        return bon_log_ratio(p_le, n, p_lt)
+
     def compute_loss(self, batch: BestOfNBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch, samples, rewards = self.draw(batch, stage)
+        reference_rewards = batch.rewards if self.quantile_samples is None else self.anchor_rewards(batch, self.quantile_samples, stage)
         policy_best, policy_samples, anchor_samples = self.sequence_logps(batch, samples)
-        p_le = quantile_estimate(rewards, batch.rewards, prior=self.quantile_prior)
-        out = bond_loss(policy_best, policy_samples, anchor_samples, bon_log_ratio(p_le, batch.num_samples), self.beta)
-        logs = {"forward_loss": out.forward_losses.mean(), "backward_loss": out.backward_losses.mean(), **self.sample_logs(batch, policy_samples, anchor_samples, rewards)}
+        out = bond_loss(policy_best, policy_samples, anchor_samples, self.log_bon_ratios(rewards, reference_rewards, batch.num_samples), self.beta)
+        logs = {"forward_loss": out.forward_losses.mean(), "backward_loss": out.backward_losses.mean(), **self.sample_logs(batch, policy_samples, anchor_samples, rewards, reference_rewards)}
         return out.losses.mean(), logs
 
     def update_anchor(self, steps_done: int) -> None:
@@ -162,24 +76,32 @@ class BOND(BestOfNDistillation):
 
 
 class JBOND(BestOfNDistillation):
-    """J-BOND (Sec. 5, Alg. 2): BOND made practical — few anchor samples (set the DataModule's
-    ``num_samples`` to 2 as in the paper), the crude quantile reward, an EMA anchor and an explicit
-    KL regulariser toward it. Update: (1 - beta) G_forward + beta G_backward + gamma G_regulariser.
+    """J-BOND (Sec. 5, Alg. 2): BOND made practical — 2 anchor samples per prompt (the DataModule's
+    ``num_samples`` must be 2), the crude quantile reward, an EMA anchor and an explicit KL
+    regulariser toward it. Update: (1 - beta) G_FW + beta G_BW + gamma G_Reg (``jbond_loss``), where
+    G_BW's return keeps the log-ratio to the anchor and gamma's KL comes on top of it.
 
     Args:
-        kl_weight: gamma, weight of KL(pi || pi_anchor).
-        anchor_ema: eta, EMA rate of the anchor after each optimiser step: theta_a <- (1 - eta) theta_a + eta theta.
-        worst_penalty: Reward of a policy sample that loses to every anchor sample (log 16 in the paper).
+        kl_weight: gamma >= 0, weight of the extra regulariser KL(pi || pi_anchor).
+        anchor_ema: eta in (0, 1], EMA rate of the anchor after each optimiser step:
+            theta_a <- (1 - eta) theta_a + eta theta.
+        worst_penalty: Reward >= 0 taken off a policy sample that loses to both anchor samples
+            (log 16 in the paper, derived there for 2 anchor samples).
+        backward_kl: True (the paper): G_BW's return is r_J(y) - (log pi(y) - log pi_anchor(y)).
+            False is our earlier variant: the return is r_J alone, so only gamma pulls toward the
+            anchor (about (beta + gamma) / gamma times weaker; not the paper's algorithm).
         **kwargs: See ``BestOfNDistillation``.
     """
 
-    def __init__(self, kl_weight: float = 0.1, anchor_ema: float = 0.02, worst_penalty: float = math.log(16), **kwargs: Any) -> None:
+    def __init__(self, kl_weight: float = 0.1, anchor_ema: float = 0.02, worst_penalty: float = math.log(16), backward_kl: bool = True, **kwargs: Any) -> None:
+        check_range(self, "kl_weight", kl_weight, 0.0)
+        check_range(self, "anchor_ema", anchor_ema, 0.0, 1.0, low_open=True)
+        check_range(self, "worst_penalty", worst_penalty, 0.0)
         super().__init__(**kwargs)
-        if not 0.0 < anchor_ema <= 1.0:
-            raise ValueError(f"anchor_ema (eta) must be in (0, 1], got {anchor_ema}")
         self.kl_weight = kl_weight
         self.anchor_ema = anchor_ema
         self.worst_penalty = worst_penalty
+        self.backward_kl = backward_kl
 
     @classmethod
     def algorithm_name(cls) -> str:
@@ -191,9 +113,15 @@ class JBOND(BestOfNDistillation):
 
     def compute_loss(self, batch: BestOfNBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch, samples, rewards = self.draw(batch, stage)
+        if batch.num_samples != 2:
+            raise ConfigError(
+                f"JBOND: the data's num_samples is {batch.num_samples}, but J-BOND's crude reward (-log 16 when the policy sample loses "
+                "to every anchor sample, Sec. 5) is derived for exactly 2 anchor samples; set the BestOfNDataModule's num_samples to 2, "
+                "or use BOND, whose quantile estimate works for any N"
+            )
         policy_best, policy_samples, anchor_samples = self.sequence_logps(batch, samples)
         crude = jbond_reward(rewards, batch.rewards, self.worst_penalty)
-        out = jbond_loss(policy_best, policy_samples, anchor_samples, crude, self.beta, self.kl_weight)
+        out = jbond_loss(policy_best, policy_samples, anchor_samples, crude, self.beta, self.kl_weight, self.backward_kl)
         logs = {
             "forward_loss": out.forward_losses.mean(),
             "backward_loss": out.backward_losses.mean(),

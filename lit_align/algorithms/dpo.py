@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from lit_align.algorithms.pairwise import PairLogps, PairwiseAlignmentModule
+from lit_align.errors import check_range
 from lit_align.losses import DPOOutput, dpo_loss
 
 
@@ -14,15 +15,22 @@ class DPO(PairwiseAlignmentModule):
     """Direct Preference Optimization with the sigmoid loss (Eq. 7).
 
     Args:
-        beta: KL-regularisation strength; 0.1 in the paper (0.5 for summarisation).
+        beta: KL-regularisation strength > 0; 0.1 in the paper (0.5 for summarisation).
         label_smoothing: cDPO's assumed label-flip rate eps in [0, 0.5); 0 is plain DPO.
-        nll_weight: Weight alpha of an added NLL term on the chosen completion (per token). Guards
-            against the chosen log-prob collapsing while the margin grows, a frequent complaint
-            about DPO (the "RPO" remedy); 0 is the paper's loss.
+        nll_weight: Weight alpha >= 0 of an added NLL term on the chosen completion. Guards against
+            the chosen log-prob collapsing while the margin grows, a frequent complaint about DPO
+            (the "RPO" remedy); 0 is the paper's loss. Normalised on purpose like the IRPO paper's
+            NLL term (Pang et al. 2024, arXiv 2404.19733): each pair's -log pi(y_w|x) / |y_w|
+            (completion tokens only), averaged over pairs, so it sits on the per-pair scale of the
+            DPO term it is added to. (ORPO's and SFT's NLL are token-level over the batch instead:
+            docs/kto_orpo.md, "NLL conventions".)
         **kwargs: See ``AlignmentModule``.
     """
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, nll_weight: float = 0.0, **kwargs: Any) -> None:
+        check_range(self, "beta", beta, 0.0, low_open=True)
+        check_range(self, "label_smoothing", label_smoothing, 0.0, 0.5, high_open=True)
+        check_range(self, "nll_weight", nll_weight, 0.0)
         super().__init__(**kwargs)
         self.beta = beta
         self.label_smoothing = label_smoothing

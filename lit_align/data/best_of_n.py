@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 from lit_align.data.batches import BestOfNBatch
 from lit_align.data.datamodule import AlignmentDataModule, check_text
 from lit_align.data.tokenize import DataError, DataReport, assistant_text
+from lit_align.errors import check_range
 from lit_align.generation import sample_completions
 from lit_align.rewards.base import RewardFunction
 
@@ -51,21 +52,23 @@ class BestOfNDataModule(AlignmentDataModule):
     Args:
         mode: ``offline`` reads ``completions``/``rewards`` columns; ``online`` reads prompts only and
             samples in training; ``auto`` picks offline when the data has a ``completions`` column.
-        num_samples: N, the completions per prompt: sampled online, or the first N of each offline row
-            (rows with fewer are dropped and counted).
-        max_new_tokens: Generation budget of online reference samples (and of the policy samples
-            the algorithm draws, so both sides see the same length limit).
-        temperature: Sampling temperature; 1 draws from the reference itself, which the Best-of-N
-            formulas assume.
+        num_samples: N >= 2, the completions per prompt: sampled online, or the first N of each
+            offline row (rows with fewer are dropped and counted). J-BOND needs exactly 2.
+        max_new_tokens: Generation budget (>= 1) of online reference samples (and of the policy
+            samples the algorithm draws, so both sides see the same length limit).
+        temperature: Sampling temperature > 0; 1 draws from the reference itself, which the
+            Best-of-N formulas assume.
         **kwargs: See ``AlignmentDataModule`` (``dataset`` defaults to ``embedded:prompts``).
     """
 
     embedded_default = "embedded:prompts"
 
     def __init__(self, mode: BestOfNMode = "auto", num_samples: int = 4, max_new_tokens: int = 24, temperature: float = 1.0, **kwargs: Any) -> None:
+        # Best-of-1 is the reference itself: nothing to distil, and the quantile terms vanish.
+        check_range(self, "num_samples", num_samples, 2, integer=True)
+        check_range(self, "max_new_tokens", max_new_tokens, 1, integer=True)
+        check_range(self, "temperature", temperature, 0.0, low_open=True)
         super().__init__(**kwargs)
-        if num_samples < 1:
-            raise ValueError(f"num_samples (N of Best-of-N) must be at least 1, got {num_samples}")
         self.mode = mode
         self.num_samples = num_samples
         self.max_new_tokens = max_new_tokens
@@ -127,7 +130,7 @@ class BestOfNDataModule(AlignmentDataModule):
     def complete(self, batch: BestOfNBatch, model: PreTrainedModel, reward: RewardFunction, seed: int | None = None, num_samples: int | None = None) -> BestOfNBatch:
         """Fill an online batch with ``num_samples`` (default N) samples of ``model`` per prompt, scored by
         ``reward``. Same ``seed``, same model: same completions (the caller's RNG is left untouched)."""
-        n = num_samples or self.num_samples
+        n = self.num_samples if num_samples is None else num_samples
         samples = self.sample(model, batch.prompt_ids, n, seed)
         rewards = score_completions(self.tokenizer, reward, batch.prompt_texts, samples)
         device = batch.rewards.device if batch.rewards is not None else next(model.parameters()).device

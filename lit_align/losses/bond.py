@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import torch
 
+from lit_align.errors import check_range
+
 
 def quantile_estimate(rewards: torch.Tensor, reference_rewards: torch.Tensor, strict: bool = False, prior: float = 0.0) -> torch.Tensor:
     """Monte-Carlo estimate of p_le(y) (or p_lt(y) with ``strict``) for each reward in ``rewards`` [B, k]
@@ -116,8 +118,7 @@ def bond_loss(
 
     ``beta = 0`` is the forward part alone, ``beta = 1`` the backward part alone (the paper uses 0.5).
     """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    check_range("bond_loss", "beta", beta, 0.0, 1.0)
     forward = -policy_best_logps
     log_ratio = policy_sample_logps.detach() - reference_sample_logps
     divergence = log_ratio - log_bon_ratios  # log pi(y) - log pi_BoN(y), per policy sample
@@ -137,16 +138,17 @@ class JBONDOutput(NamedTuple):
 
 
 def jbond_reward(sample_rewards: torch.Tensor, anchor_rewards: torch.Tensor, worst_penalty: float = math.log(16)) -> torch.Tensor:
-    """J-BOND's crude stand-in for log p_le(y) from n = 2 anchor samples (Sec. 5):
-    -log(16) if r(y) < min(r(y'_1), r(y'_2)), else 0.
+    """J-BOND's crude stand-in for log p_le(y) from 2 anchor samples (Sec. 5, Alg. 2):
+    r_J(y) = -log(16) if r(y) < min(r(y'_1), r(y'_2)), else 0.
 
     With two anchor samples the MC quantile is p_le in {0, 1/2, 1}; log 0 = -inf makes the plain
     estimate useless, so the paper penalises only the case where y loses to every anchor sample.
     Strictly below the minimum is exactly "MC estimate p_le(y) = 0" (p_le counts ties as <=), so a
-    tie is not penalised. The value log 16 follows the paper (marked "check" in our notes).
+    tie is not penalised. The constant log 16 is the paper's for exactly 2 anchor samples; ``JBOND``
+    refuses other ``num_samples`` rather than reuse it for a different estimator.
     """
     worst = sample_rewards < anchor_rewards.min(dim=-1, keepdim=True).values
-    return -worst_penalty * worst.to(torch.float32)
+    return -worst_penalty * worst.to(sample_rewards.dtype if sample_rewards.is_floating_point() else torch.float32)
 
 
 def jbond_loss(
@@ -156,22 +158,32 @@ def jbond_loss(
     jbond_rewards: torch.Tensor,
     beta: float = 0.5,
     kl_weight: float = 0.1,
+    backward_kl: bool = True,
 ) -> JBONDOutput:
-    """J-BOND's update direction (1 - beta) G_forward + beta G_backward + gamma G_regulariser (Alg. 2).
+    """J-BOND's update direction (1 - beta) G_FW + beta G_BW + gamma G_Reg (Alg. 2, its last line).
 
-    * forward: -log pi(y_best), y_best the better of the anchor samples (Best-of-2 of the anchor);
-    * backward: REINFORCE on the crude reward ``jbond_rewards`` (``jbond_reward``); its value is
-      -E[reward], the expected penalty;
-    * regulariser: KL(pi || pi_anchor), value E_pi[rho(y)] and REINFORCE gradient with reward -rho.
-      The paper adds this term explicitly with its own weight gamma = ``kl_weight`` rather than the
-      implicit 1/(n - 1) = 1 of the exact backward KL: with n = 2 that would pull toward the anchor
-      as hard as the reward pushes away; gamma is tuned separately together with the EMA rate.
+    Inputs: log pi_t of the better of the 2 anchor samples [B], log pi_t and log pi_anchor of the k
+    policy samples [B, k], and their crude rewards r_J [B, k] (``jbond_reward``).
+
+    * G_FW, forward KL(pi_BoN || pi_t): -grad log pi_t(y'_best), y'_best = argmax_i r(y'_i) of the
+      two anchor samples (a sample of Best-of-2 of the anchor). Value: -log pi_t(y'_best).
+    * G_BW, backward KL(pi_t || pi_BoN): policy gradient on the policy samples with the return
+      R(y) = r_J(y) - (log pi_t(y) - log pi_anchor(y)) and a leave-one-out baseline. This is the
+      gradient of E_pi_t[log pi_t - log pi_anchor - log pi_BoN/pi_anchor] with the log Best-of-2
+      ratio log 2 + log p_le(y) replaced by r_J (the constant log 2 cancels against the baseline),
+      so the log-ratio to the anchor stays in the return, as in BOND's backward term (Sec. 4).
+      Value: E[rho(y) - r_J(y)], the MC estimate of that KL up to the constant log 2.
+    * G_Reg, the extra regulariser gamma KL(pi_t || pi_anchor) (``kl_weight``), ON TOP of G_BW:
+      REINFORCE with reward -rho(y); value E[rho(y)].
+
+    ``backward_kl=False`` is OUR variant, not the paper's: G_BW uses r_J alone (value -E[r_J]), so
+    the anchor pull is gamma instead of beta + gamma. Kept only to reproduce earlier runs.
     """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    check_range("jbond_loss", "beta", beta, 0.0, 1.0)
     forward = -policy_best_logps
-    backward = (-jbond_rewards + reinforce(policy_sample_logps, jbond_rewards)).mean(-1)
-    log_ratio = policy_sample_logps.detach() - anchor_sample_logps
+    log_ratio = policy_sample_logps.detach() - anchor_sample_logps.detach()
+    returns = jbond_rewards - log_ratio if backward_kl else jbond_rewards
+    backward = (-returns + reinforce(policy_sample_logps, returns)).mean(-1)
     regularizer = (log_ratio + reinforce(policy_sample_logps, -log_ratio)).mean(-1)
     losses = (1.0 - beta) * forward + beta * backward + kl_weight * regularizer
     return JBONDOutput(losses, forward.detach(), backward.detach(), regularizer.detach(), jbond_rewards.detach())

@@ -7,6 +7,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from lit_align.errors import check_range
+
 
 class DPOOutput(NamedTuple):
     """Unreduced per-pair outputs. ``*_rewards`` are the implicit rewards beta * rho(y), detached."""
@@ -35,8 +37,7 @@ def dpo_loss(
     (beta * h* = log((1 - eps) / eps)) instead of pushing h to infinity. At init (policy equals
     reference) h = 0 and L = log 2 for every eps.
     """
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    check_range("dpo_loss", "label_smoothing", label_smoothing, 0.0, 0.5, high_open=True)
     chosen_ratio = policy_chosen_logps - reference_chosen_logps
     rejected_ratio = policy_rejected_logps - reference_rejected_logps
     logits = beta * (chosen_ratio - rejected_ratio)

@@ -20,7 +20,8 @@ def ipo_loss(
     pushing it to infinity as DPO does with deterministic preferences; the minimum is at
     h = 1/(2 tau). Whether the log-probs are sums or per-token means is the caller's choice
     (``IPO(length_normalize=...)``): the paper writes sums, TRL averages per token.
-    Implicit rewards are reported as tau * rho(y) so they read on DPO's scale.
+    Implicit rewards are reported as tau * rho(y) of the log-probs passed in, on DPO's scale when
+    those are sums (``IPO(length_normalize=True)`` logs tau * the summed rho whatever the loss used).
     """
     chosen_ratio = policy_chosen_logps - reference_chosen_logps
     rejected_ratio = policy_rejected_logps - reference_rejected_logps

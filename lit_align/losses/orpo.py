@@ -36,20 +36,30 @@ def log_odds(mean_logps: torch.Tensor) -> torch.Tensor:
     return mean_logps - log1mexp(mean_logps)
 
 
-def orpo_loss(policy_chosen: SequenceLogps, policy_rejected: SequenceLogps, odds_ratio_weight: float = 0.1) -> ORPOOutput:
+def orpo_loss(policy_chosen: SequenceLogps, policy_rejected: SequenceLogps, odds_ratio_weight: float = 0.1, chosen_prompt: SequenceLogps | None = None) -> ORPOOutput:
     """ORPO, Eq. 6-7 of arXiv 2403.07691: L = L_SFT + lambda * L_OR with
 
         L_OR = -log sigma(log odds(y_w|x) - log odds(y_l|x)),   odds(y|x) = P(y|x) / (1 - P(y|x)),
 
-    where P is the length-normalised likelihood exp(mean token log-prob) and L_SFT the
-    NLL of the chosen completion. The NLL is token-level over the batch (sum of chosen-token NLLs
-    / number of chosen tokens), as the authors' code (the HF causal-LM loss) and TRL compute it,
-    so with ``odds_ratio_weight`` = 0 the objective is exactly the SFT loss on the chosen side.
+    where P is the length-normalised likelihood exp(mean token log-prob) of the completion and
+    L_SFT the NLL. The NLL is token-level over the batch (sum of token NLLs / number of tokens).
+    Which tokens count:
+
+    * default (``chosen_prompt`` None): the chosen COMPLETION tokens only, the paper's definition
+      (L_SFT is the causal-LM NLL of the chosen response y_w given x). With ``odds_ratio_weight``
+      = 0 the objective is then exactly our SFT loss on the chosen side.
+    * with ``chosen_prompt`` (log-probs of the chosen rows' prompt tokens): prompt + completion
+      tokens, as the authors' released code and TRL's ORPOTrainer compute it by default (their NLL
+      is the plain causal-LM loss over the whole chosen sequence).
+
     No reference model appears anywhere.
     """
     num_pairs = policy_chosen.sum.shape[0]
+    nll_sum, nll_count = policy_chosen.sum, policy_chosen.count
+    if chosen_prompt is not None:
+        nll_sum, nll_count = nll_sum + chosen_prompt.sum, nll_count + chosen_prompt.count
     # Pair i's share of the token-level NLL: mean over pairs of this = sum NLL / total tokens.
-    nll_losses = -policy_chosen.sum * num_pairs / policy_chosen.count.sum().clamp(min=1)
+    nll_losses = -nll_sum * num_pairs / nll_count.sum().clamp(min=1)
     log_odds_ratio = log_odds(policy_chosen.mean) - log_odds(policy_rejected.mean)
     odds_ratio_losses = -F.logsigmoid(log_odds_ratio)
     return ORPOOutput(
