@@ -1,4 +1,4 @@
-from lit_align.cli import main
+from lit_align.cli import cli_main
 
 if __name__ == "__main__":
-    main()
+    cli_main()

@@ -1,14 +1,17 @@
-"""``python -m lit_align fit|validate --config ...``: LightningCLI over every algorithm and DataModule.
+"""``python -m lit_align fit|validate --config <recipe>.yaml``: LightningCLI over every algorithm and DataModule.
 
 Any ``LightningModule``/``LightningDataModule`` can be named by ``class_path`` — including classes
 outside this package (see ``examples/``) — so plugging in an algorithm needs no edit here.
+The shared defaults (trainer, logger, callbacks, AdamW) load first from ``lit_align/defaults.yaml``;
+recipes and overrides compose on top. ``cli_main`` is the command line: configuration and data
+errors (``lit_align.errors.UserError``) print as one paragraph; ``main`` is the Python API and raises.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-import warnings
 
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
@@ -22,6 +25,13 @@ import lit_align.data.sft  # noqa: F401
 import lit_align.data.unpaired  # noqa: F401
 from lit_align.callbacks.nonfinite import NonFiniteGuard
 from lit_align.callbacks.preemption import Preemption, find_last_checkpoint
+from lit_align.errors import ConfigError, UserError
+
+DEFAULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "defaults.yaml")
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "LIT_ALIGN_DEBUG"
+# Lightning's own ckpt_path keywords; anything else names a file.
+CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 
 
 class AlignCLI(LightningCLI):
@@ -44,8 +54,21 @@ class AlignCLI(LightningCLI):
     def before_fit(self) -> None:
         # Lightning's "last" looks only in this run's new version_N folder; look in the earlier ones.
         config = self.config_init[self.subcommand]
-        if config.get("ckpt_path") == "last":
+        path = config.get("ckpt_path")
+        if path == "last":
             config["ckpt_path"] = find_last_checkpoint(self.trainer) or "last"
+        elif path is not None and not str(path).startswith(CKPT_KEYWORDS) and not os.path.exists(str(path)):
+            raise ConfigError(
+                f"--ckpt_path {path!r} does not exist. Give a checkpoint file written by a run "
+                "(runs/<name>/version_N/checkpoints/*.ckpt), or `last` to resume the latest run of this name."
+            )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            _remove_unused_log_dir(self.trainer)
+            raise
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -80,31 +103,76 @@ class AlignCLI(LightningCLI):
             print(f"lit_align: checkpoints in {trainer.checkpoint_callback.dirpath} (resume with --ckpt_path last)")
 
 
+def _remove_unused_log_dir(trainer) -> None:
+    """A start that failed leaves runs/<name>/version_N with nothing but config.yaml/hparams: remove it,
+    so version numbers and TensorBoard show real runs only. Anything with a checkpoint stays."""
+    logger = trainer.logger
+    if logger is None or not trainer.is_global_zero or trainer.global_step > 0:
+        return
+    log_dir = getattr(logger, "log_dir", None)
+    if not log_dir or not os.path.isdir(log_dir):
+        return
+    kept = {"config.yaml", "hparams.yaml"}
+    for _, dirs, files in os.walk(log_dir):
+        if any(not (f in kept or ".tfevents." in f) for f in files):
+            return
+    shutil.rmtree(log_dir, ignore_errors=True)
+
+
 def _import(class_path: str):
     module, _, name = class_path.rpartition(".")
     return getattr(__import__(module, fromlist=[name]), name)
 
 
-TRAINER_DEFAULTS = {
-    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs"}},
-}
-
-
 def main(args: list[str] | None = None) -> AlignCLI:
+    """Run the CLI in-process (Python API and tests): errors propagate as exceptions."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # The frozen reference is in eval mode on purpose (see PolicyWithReference.train).
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    defaults = {"default_config_files": [DEFAULTS]}
     return AlignCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        trainer_defaults=TRAINER_DEFAULTS,
+        parser_kwargs={"fit": defaults, "validate": defaults},
         save_config_kwargs={"overwrite": True},
         args=args,
         auto_configure_optimizers=False,
     )
 
 
+def user_error(error: BaseException) -> UserError | None:
+    """The ``UserError`` behind ``error``, if any: jsonargparse and Lightning wrap what our classes
+    raise while being instantiated or set up, so follow the chain of causes."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def cli_main(args: list[str] | None = None) -> None:
+    """``python -m lit_align`` / ``lit-align``: a configuration or data error prints one paragraph
+    and exits with status 1; ``--debug`` or ``LIT_ALIGN_DEBUG=1`` shows its traceback. Any other
+    exception is a bug and keeps its traceback."""
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != DEBUG_FLAG]
+    try:
+        if args is None:  # LightningCLI reads sys.argv itself (and warns when also given args)
+            sys.argv[1:] = argv
+            main()
+        else:
+            main(argv)
+    except Exception as error:
+        found = user_error(error)
+        if found is None or debug:
+            raise
+        message = " ".join(str(found).split())
+        print(f"lit_align: error: {message}\n(For the traceback, rerun with {DEBUG_FLAG} or {DEBUG_ENV}=1.)", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli_main()

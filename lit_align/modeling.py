@@ -16,7 +16,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_align.errors import ConfigError
+
 EMBEDDED_PREFIX = "embedded:"
+# The embedded SFT recipe's export (configs/sft.yaml, ExportPretrained also_to), relative to the
+# current directory like runs/: the start model of every other embedded recipe.
+EMBEDDED_SFT_EXPORT = "data/embedded/sft"
 
 
 def is_embedded(name: str) -> bool:
@@ -29,10 +34,26 @@ def _check_local(name: str) -> None:
     # repo-id validation error from deep inside huggingface_hub.
     looks_local = name.startswith((".", "/", "~")) or (os.sep in name and name.count("/") != 1) or name.startswith("data/")
     if looks_local and not os.path.isdir(os.path.expanduser(name)):
-        raise FileNotFoundError(
-            f"model directory {name!r} does not exist. If it is the output of an earlier stage, run that "
-            "stage first (for the quickstart: `make sft`, or `python -m lit_align fit --config configs/sft.yaml`)."
+        where = f" (looked in {os.path.abspath(os.path.expanduser(name))})"
+        if os.path.normpath(name) == os.path.normpath(EMBEDDED_SFT_EXPORT):
+            raise ConfigError(
+                f"model directory {name!r} does not exist{where}. It is the export of the embedded SFT recipe, "
+                "relative to the current directory: run `python -m lit_align fit --config configs/sft.yaml` "
+                "(or `make sft`) in this directory first, or point --model.init_args.model at another model."
+            )
+        raise ConfigError(
+            f"model directory {name!r} does not exist{where}. Give a folder written by save_pretrained "
+            "(e.g. <run>/hf_model of an earlier stage: run that stage first), a hub name, or embedded:tiny."
         )
+
+
+def _not_loadable(name: str) -> str:
+    if os.path.isdir(os.path.expanduser(name)):
+        return "the folder exists but holds no loadable model/tokenizer files (config.json, *.safetensors, tokenizer files). Save both with save_pretrained into it."
+    return (
+        "it is not a local directory, and the hub copy is not cached (this machine may have no hub access). "
+        "Pass a local folder written by save_pretrained, or embedded:tiny."
+    )
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -46,10 +67,10 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         except OSError as error:
-            raise OSError(f"could not load a tokenizer for {name!r}: not a local directory and not in the hub cache") from error
+            raise ConfigError(f"could not load a tokenizer for {name!r}: {_not_loadable(name)}") from error
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
-            raise ValueError(f"tokenizer {name!r} has neither a pad nor an EOS token; set tokenizer.pad_token before training")
+            raise ConfigError(f"tokenizer {name!r} has neither a pad nor an EOS token; set tokenizer.pad_token before training")
         # Padding is masked out of both attention and loss, so reusing EOS as pad is safe; the real
         # EOS that ends each completion stays in the loss mask.
         tokenizer.pad_token = tokenizer.eos_token
@@ -76,7 +97,4 @@ def load_causal_lm(
     try:
         return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as error:
-        raise OSError(
-            f"could not load model {name!r}: it is not a local directory, and the hub copy is not cached "
-            "(this machine may have no hub access). Pass a local path written by save_pretrained, or embedded:tiny."
-        ) from error
+        raise ConfigError(f"could not load model {name!r}: {_not_loadable(name)}") from error

@@ -1,4 +1,5 @@
-"""Datasets of the embedded default, generated deterministically and cached under ``data/cache``.
+"""Datasets of the embedded default, generated deterministically and cached under ``cache_root()``
+(``$LIT_ALIGN_CACHE``, default ``~/.cache/lit_align``: the same cache whatever the current directory).
 
 Dataset names (used wherever a DataModule takes ``dataset``):
 
@@ -31,8 +32,17 @@ TEACHER_POSITIVITY = 0.9
 
 
 def cache_root() -> str:
-    """Where generated artefacts live; ``LIT_ALIGN_CACHE`` overrides (tests point it at a temp dir)."""
-    return os.environ.get("LIT_ALIGN_CACHE", os.path.join("data", "cache"))
+    """Where generated artefacts live (sampled pairs, precomputed reference log-probs).
+
+    ``$LIT_ALIGN_CACHE`` if set (tests point it at a temp dir), else ``$XDG_CACHE_HOME/lit_align``
+    (``~/.cache/lit_align``), like Hugging Face's cache: independent of the current directory, so a
+    run from another folder reuses what was generated instead of silently sampling it again. Entries
+    are keyed by what made them (model fingerprint, sizes, seed); deleting the folder is always safe.
+    """
+    if os.environ.get("LIT_ALIGN_CACHE"):
+        return os.path.expanduser(os.environ["LIT_ALIGN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lit_align")
 
 
 def model_fingerprint(name: str) -> str:
@@ -44,7 +54,8 @@ def model_fingerprint(name: str) -> str:
         if file.endswith((".safetensors", ".bin", ".json")):
             stat = os.stat(os.path.join(name, file))
             parts.append(f"{file}:{stat.st_size}:{stat.st_mtime_ns}")
-    return name + "|" + ",".join(parts)
+    # Absolute: the same relative name (data/embedded/sft) in two folders is two different models.
+    return os.path.abspath(name) + "|" + ",".join(parts)
 
 
 def _cached(kind: str, params: dict, build) -> Dataset:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import datasets
 from datasets import Dataset
 
-from lit_align.data.tokenize import DataError
+from lit_align.errors import DataError
 
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -45,7 +45,8 @@ def load_rows(
     except datasets.exceptions.DatasetGenerationError as error:
         # The builder's own message is on the cause (e.g. a JSON syntax error with its line).
         raise DataError(f"{dataset}: could not parse the file: {error.__cause__ or error}. Check that it is valid {os.path.splitext(path)[1] or 'data'} (one JSON object per line for .jsonl)") from error
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
+    # ConnectionError: a hub name with no cached copy while offline (HF_HUB_OFFLINE, or no network).
+    except (FileNotFoundError, ConnectionError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
         raise DataError(
             f"could not load dataset {dataset!r} (split {split!r}): {error}. Give a local file (.json/.jsonl/.parquet/.csv), "
             "a folder written by Dataset.save_to_disk, or a hub name available offline."

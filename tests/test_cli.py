@@ -1,0 +1,134 @@
+"""The command line as a user meets it: a bad input prints `lit_align: error: <one paragraph>` and
+exits non-zero, without a traceback (unless --debug / LIT_ALIGN_DEBUG=1); real bugs keep theirs.
+
+Each bad input runs `python -m lit_align` in a subprocess (about 10 s of imports each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lit_align.cli import cli_main, user_error
+from lit_align.errors import ConfigError, DataError
+from tests.conftest import REPO
+
+SFT = os.path.join(REPO, "configs", "sft.yaml")
+DPO = os.path.join(REPO, "configs", "dpo.yaml")
+SMALL = ["--model.init_args.model=embedded:micro", "--data.init_args.num_val_examples=4", "--trainer.max_steps=1",
+         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+ROWS = [{"prompt": f"review {i} :", "completion": "the food was good"} for i in range(40)]
+
+
+def run_lit_align(cwd, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": REPO, "LIT_ALIGN_DEBUG": "", **env}
+    return subprocess.run([sys.executable, "-m", "lit_align", "fit", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+
+
+def assert_one_paragraph(result: subprocess.CompletedProcess, *expected: str) -> str:
+    err = result.stderr
+    assert result.returncode != 0, err
+    assert "Traceback" not in err and "Namespace(" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("lit_align: error: ")]
+    assert len(lines) == 1, err
+    message = lines[0]
+    for text in expected:
+        assert text in message, err
+    assert "--debug" in err and "LIT_ALIGN_DEBUG=1" in err  # says how to get the traceback
+    return message
+
+
+def write_jsonl(path, rows) -> str:
+    with open(path, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return str(path)
+
+
+def test_missing_start_model_names_the_command_that_creates_it(tmp_path):
+    # The DPO recipe alone, in a folder where the SFT recipe has not run: no namespace dump, the fix.
+    result = run_lit_align(tmp_path, "--config", DPO)
+    assert_one_paragraph(result, "'data/embedded/sft' does not exist", "python -m lit_align fit --config configs/sft.yaml")
+    assert not os.path.exists(tmp_path / "runs" / "dpo")  # a failed start leaves no empty version_N
+
+
+def test_missing_checkpoint_path(tmp_path):
+    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, "--data.init_args.num_examples=16", "--ckpt_path=nowhere/last.ckpt")
+    assert_one_paragraph(result, "--ckpt_path 'nowhere/last.ckpt' does not exist")
+    assert not os.path.exists(tmp_path / "runs" / "sft")
+
+
+def test_dataset_not_available_offline(tmp_path):
+    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, "--data.init_args.dataset=no-such-user/no-such-dataset")
+    assert_one_paragraph(result, "no-such-user/no-such-dataset", "available offline")
+
+
+def test_max_length_beyond_the_model_positions(tmp_path):
+    data = write_jsonl(tmp_path / "sft.jsonl", ROWS)
+    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={data}", "--data.init_args.max_length=4096")
+    assert_one_paragraph(result, "max_length=4096", "max_position_embeddings")
+
+
+def test_fewer_rows_than_batch_size(tmp_path):
+    data = write_jsonl(tmp_path / "sft.jsonl", ROWS[:6])
+    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={data}", "--data.init_args.val_split=null",
+                           "--data.init_args.batch_size=32")
+    assert_one_paragraph(result, "batch_size")
+
+
+def test_malformed_jsonl_line(tmp_path):
+    path = tmp_path / "sft.jsonl"
+    path.write_text(json.dumps(ROWS[0]) + '\n{"prompt": "a", completion\n')
+    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={path}")
+    assert_one_paragraph(result, "sft.jsonl: could not parse the file")
+    # On request, the traceback: the flag is stripped before LightningCLI sees it.
+    debug = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={path}", "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
+
+
+def test_completion_that_is_an_int(tmp_path):
+    data = write_jsonl(tmp_path / "sft.jsonl", ROWS[:20] + [{"prompt": "review :", "completion": 7}] + ROWS[20:])
+    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={data}")
+    assert_one_paragraph(result, "sft.jsonl", "completion", "int")
+
+
+def test_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "sft.jsonl"
+    path.write_bytes(b"".join(json.dumps(row).encode() + b"\n" for row in ROWS) + '{"prompt": "caf\u00e9", "completion": "x"}\n'.encode("latin-1"))
+    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={path}")
+    assert_one_paragraph(result, "UTF-8")
+
+
+# ----- in-process: what is and is not a user error ---------------------------------------------
+def test_user_error_is_found_behind_wrappers():
+    try:
+        try:
+            raise DataError("rows.jsonl row 3: bad")
+        except DataError as inner:
+            raise ValueError("Problem with given class_path 'X': ...namespace dump...") from inner
+    except ValueError as wrapped:
+        assert isinstance(user_error(wrapped), DataError)
+    assert user_error(RuntimeError("a bug")) is None
+    assert user_error(ConfigError("x")) is not None
+
+
+def test_bugs_keep_their_traceback(monkeypatch, capsys):
+    def bug(args=None):
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr("lit_align.cli.main", bug)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        cli_main(["fit"])
+
+    def config_problem(args=None):
+        raise ConfigError("DPO: beta must be in (0, inf), got -1.0")
+
+    monkeypatch.setattr("lit_align.cli.main", config_problem)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit"])
+    assert exit_info.value.code == 1
+    assert "lit_align: error: DPO: beta must be in (0, inf), got -1.0" in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        cli_main(["fit", "--debug"])
