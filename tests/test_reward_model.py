@@ -190,3 +190,18 @@ def test_cli_trains_from_a_local_jsonl_and_exports_a_classifier(tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(export)
     assert model.config.num_labels == 1 and type(model).__name__ == "LlamaForSequenceClassification"
     assert any(f.name == "events.out.tfevents" or f.name.startswith("events.out") for f in (tmp_path / "runs" / "reward_model").rglob("*"))
+
+
+@pytest.mark.parametrize("algorithm", ["OnlineDPO", "BOND"])
+def test_bond_and_online_dpo_train_against_an_exported_reward_model(algorithm, tmp_path):
+    import lit_align.algorithms as algorithms
+    from lit_align.data.best_of_n import BestOfNDataModule
+
+    random_head(RewardModel(model="embedded:micro"), seed=2).export(str(tmp_path / "rm"))
+    reward = HFClassifierReward(str(tmp_path / "rm"), template="{prompt} {completion} </s>", device="cpu")
+    datamodule = BestOfNDataModule(model="embedded:micro", dataset="embedded:prompts", mode="online", num_examples=8, num_val_examples=4, batch_size=4, num_samples=2, max_new_tokens=4, max_length=32, max_prompt_length=16)
+    module = getattr(algorithms, algorithm)(model="embedded:micro", reward=reward)
+    trainer = Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=datamodule)
+    key = "train/online/reward" if algorithm == "OnlineDPO" else "train/reward"
+    assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics[key]) and trainer.callback_metrics[key] != 0.0
