@@ -1,19 +1,27 @@
 """Throughput and memory of each algorithm / reference mode on a fixed tiny-Llama workload, next to TRL.
 
-    python benchmarks/bench_algorithms.py                 # all runs, ~3-5 min on 2 CPU cores
-    python benchmarks/bench_algorithms.py --steps 10 --runs dpo-copy,dpo-precomputed,trl-dpo
+    python benchmarks/bench_algorithms.py                          # short prompts, all runs, ~5 min on 2 CPU cores
+    python benchmarks/bench_algorithms.py --workload long-prompt   # prompts ~10x the completions: prefix sharing
+    python benchmarks/bench_algorithms.py --steps 10 --runs dpo-copy,dpo-copy-shared,trl-dpo-nogc
 
 Every run is a fresh subprocess (peak RSS is per process), trains ``--warmup`` + ``--steps`` steps
 of batch ``--batch-size`` pairs on the same JSONL pairs (``benchmarks/workload.py``) and reports:
 
-* tokens/s — real (non-pad) tokens of chosen + rejected sequences per second of step time;
+* pairs/s — preference pairs trained per second of step time: the headline unit, since it means
+  the same with and without prefix sharing (which processes fewer tokens for the same pairs);
+* tokens/s — real (non-pad) tokens of the prompt+chosen and prompt+rejected sequences per second
+  (the unshared count, whatever the run actually processed);
 * step time — median seconds per optimiser step after warmup (precompute passes excluded; their
   one-off cost is printed separately);
 * peak memory — RSS high-water mark of the process on CPU (also the rise over the RSS measured
   after imports, before the model is built), CUDA peak allocation on GPU;
 * achieved FLOP/s = useful model FLOPs per step / step time (``model_flops_per_pair``: 6N per trained
-  token and 2N per reference token, the LM head counted only on completion tokens), and MFU against
-  the dense-matmul peak measured in the same process.
+  token and 2N per reference token, the LM head counted only on completion tokens, the prompt once
+  per pair with prefix sharing and twice without), and MFU against the dense-matmul peak measured
+  in the same process.
+
+Run names: ``-shared`` turns on ``prefix_sharing``, ``-grouped`` ``group_by_length``; ``dpo-defaults``
+passes neither option, so it measures whatever the defaults are.
 
 TRL is an optional extra (``pip install 'lit_align[bench]'``); without it the TRL rows are skipped.
 """
@@ -30,24 +38,45 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+class Run(NamedTuple):
+    algorithm: str  # class in lit_align.algorithms, or "trl"
+    reference: str = "copy"
+    grouped: bool | None = False  # None: the DataModule's own default
+    head_mode: str | None = "compact"
+    checkpointing: bool = False
+    prefix_sharing: bool = False
+
+
 RUNS = {
-    # name: (algorithm class, reference mode, group_by_length, head_mode, gradient checkpointing)
-    "dpo-copy": ("DPO", "copy", False, "compact", False),
-    "dpo-copy-gc": ("DPO", "copy", False, "compact", True),
-    "dpo-copy-fullhead": ("DPO", "copy", False, "full", False),
-    "dpo-precomputed": ("DPO", "precomputed", False, "compact", False),
-    "dpo-adapter": ("DPO", "adapter", False, "compact", False),
-    "dpo-copy-grouped": ("DPO", "copy", True, "compact", False),
-    "cdpo-copy": ("ConservativeDPO", "copy", False, "compact", False),
-    "ipo-copy": ("IPO", "copy", False, "compact", False),
-    "orpo-none": ("ORPO", "none", False, "compact", False),
+    "dpo-defaults": Run("DPO", grouped=None),  # what a user gets without options
+    "dpo-copy": Run("DPO"),
+    "dpo-copy-gc": Run("DPO", checkpointing=True),
+    "dpo-copy-fullhead": Run("DPO", head_mode="full"),
+    "dpo-precomputed": Run("DPO", "precomputed"),
+    "dpo-adapter": Run("DPO", "adapter"),
+    "dpo-copy-grouped": Run("DPO", grouped=True),
+    "dpo-copy-shared": Run("DPO", prefix_sharing=True),
+    "dpo-copy-grouped-shared": Run("DPO", grouped=True, prefix_sharing=True),
+    "dpo-precomputed-grouped": Run("DPO", "precomputed", grouped=True),
+    "dpo-precomputed-grouped-shared": Run("DPO", "precomputed", grouped=True, prefix_sharing=True),
+    "cdpo-copy": Run("ConservativeDPO"),
+    "ipo-copy": Run("IPO"),
+    "orpo-none": Run("ORPO", "none"),
+    "orpo-none-shared": Run("ORPO", "none", prefix_sharing=True),
     # TRL 1.x turns gradient checkpointing on by default; -nogc matches our default (off).
-    "trl-dpo": ("trl", "copy", False, None, True),
-    "trl-dpo-nogc": ("trl", "copy", False, None, False),
+    "trl-dpo": Run("trl", head_mode=None, checkpointing=True),
+    "trl-dpo-nogc": Run("trl", head_mode=None),
+    "trl-dpo-precomputed-nogc": Run("trl", "precomputed", head_mode=None),
+}
+# Default selection: the long-prompt workload is about prefix sharing, the short one about the rest.
+DEFAULT_RUNS = {
+    "short": [name for name in RUNS if name not in ("orpo-none-shared",)],
+    "long-prompt": ["dpo-defaults", "dpo-copy", "dpo-copy-shared", "dpo-copy-grouped", "dpo-copy-grouped-shared", "dpo-precomputed-grouped", "dpo-precomputed-grouped-shared", "trl-dpo-nogc", "trl-dpo-precomputed-nogc"],
 }
 
 
@@ -98,7 +127,7 @@ class StepTimer:
         self.step += 1
 
 
-def run_lit_align(args, algorithm: str, reference: str, grouped: bool, head_mode: str, checkpointing: bool, data: str, timer: StepTimer) -> dict:
+def run_lit_align(args, run: Run, data: str, timer: StepTimer) -> dict:
     from lightning import Callback, Trainer
 
     import lit_align.algorithms as algorithms
@@ -113,8 +142,10 @@ def run_lit_align(args, algorithm: str, reference: str, grouped: bool, head_mode
             timer.end()
 
     # Each algorithm at its own defaults (DPO/cDPO beta 0.1, IPO tau, ORPO lambda).
-    module = getattr(algorithms, algorithm)(model=args.model, reference=reference, reference_batch_size=64, head_mode=head_mode, gradient_checkpointing=checkpointing)
-    datamodule = PairwiseDataModule(model=args.model, dataset=data, val_fraction=0.05, batch_size=args.batch_size, max_length=64, max_prompt_length=16, group_by_length=grouped)
+    options = {"prefix_sharing": True} if run.prefix_sharing else {}
+    module = getattr(algorithms, run.algorithm)(model=args.model, reference=run.reference, reference_batch_size=64, head_mode=run.head_mode, gradient_checkpointing=run.checkpointing, **options)
+    grouping = {} if run.grouped is None else {"group_by_length": run.grouped}
+    datamodule = PairwiseDataModule(model=args.model, dataset=data, val_fraction=0.05, batch_size=args.batch_size, max_length=args.max_length, max_prompt_length=args.max_prompt_length, **grouping)
     trainer = Trainer(
         accelerator=args.accelerator,
         devices=1,
@@ -132,11 +163,11 @@ def run_lit_align(args, algorithm: str, reference: str, grouped: bool, head_mode
     trainer.fit(module, datamodule)
     policy = module.policy.policy
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    frozen_or_all = sum(p.numel() for p in policy.parameters() if not p.requires_grad or reference != "adapter")
-    return {"parameters": frozen_or_all, "trainable": trainable, "fit_s": time.perf_counter() - start, "padding_fraction": padding.run_padding_fraction}
+    frozen_or_all = sum(p.numel() for p in policy.parameters() if not p.requires_grad or run.reference != "adapter")
+    return {"parameters": frozen_or_all, "trainable": trainable, "fit_s": time.perf_counter() - start, "padding_fraction": padding.run_padding_fraction, "group_by_length": datamodule.group_by_length}
 
 
-def run_trl(args, data: str, checkpointing: bool, timer: StepTimer) -> dict:
+def run_trl(args, run: Run, data: str, timer: StepTimer) -> dict:
     import torch
     from datasets import load_dataset
     from transformers import TrainerCallback
@@ -159,14 +190,15 @@ def run_trl(args, data: str, checkpointing: bool, timer: StepTimer) -> dict:
         max_steps=args.warmup + args.steps,
         learning_rate=5e-5,
         beta=0.1,
-        max_length=64,
+        max_length=args.max_length,
+        precompute_ref_log_probs=run.reference == "precomputed",
         report_to=[],
         save_strategy="no",
         logging_strategy="no",
         use_cpu=args.accelerator == "cpu",
         bf16=args.precision == "bf16-mixed",
         dataloader_num_workers=0,
-        gradient_checkpointing=checkpointing,
+        gradient_checkpointing=run.checkpointing,
         seed=0,
     )
     dataset = load_dataset("json", data_files=data, split="train")
@@ -178,16 +210,17 @@ def run_trl(args, data: str, checkpointing: bool, timer: StepTimer) -> dict:
     return {"parameters": sum(p.numel() for p in policy.parameters()), "trainable": sum(p.numel() for p in policy.parameters() if p.requires_grad), "fit_s": time.perf_counter() - start, "trl": __import__("trl").__version__, "torch_threads": torch.get_num_threads()}
 
 
-def tokens_per_pair(model: str, data: str) -> tuple[float, float]:
-    """Mean real tokens per pair (prompt+chosen + prompt+rejected) and mean completion tokens per pair, from our tokenisation."""
+def tokens_per_pair(args, data: str) -> tuple[float, float, float]:
+    """Mean tokens per pair from our tokenisation: real tokens of the two rows (prompt+chosen +
+    prompt+rejected), completion tokens, and prompt tokens (counted twice in the first)."""
     from lit_align.data.pairwise import PairwiseDataModule
 
-    datamodule = PairwiseDataModule(model=model, dataset=data, val_fraction=0.05, batch_size=1, max_length=64, max_prompt_length=16)
+    datamodule = PairwiseDataModule(model=args.model, dataset=data, val_fraction=0.05, batch_size=1, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
     datamodule.setup("fit")
     examples = datamodule.train_examples
     real = [2 * len(ex["prompt_ids"]) + len(ex["chosen_ids"]) + len(ex["rejected_ids"]) for ex in examples]
     completion = [len(ex["chosen_ids"]) + len(ex["rejected_ids"]) for ex in examples]
-    return statistics.mean(real), statistics.mean(completion)
+    return statistics.mean(real), statistics.mean(completion), statistics.mean(len(ex["prompt_ids"]) for ex in examples)
 
 
 def model_flops_per_pair(model: str, real: float, completion: float) -> tuple[float, float]:
@@ -214,25 +247,27 @@ def one(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    algorithm, reference, grouped, head_mode, checkpointing = RUNS[args.one]
+    run = RUNS[args.one]
     cuda = args.accelerator in ("gpu", "cuda")
     baseline_rss = rss_mb()
     timer = StepTimer(args.warmup, cuda)
-    if algorithm == "trl":
-        info = run_trl(args, args.data, checkpointing, timer)
-    else:
-        info = run_lit_align(args, algorithm, reference, grouped, head_mode, checkpointing, args.data, timer)
+    info = run_trl(args, run, args.data, timer) if run.algorithm == "trl" else run_lit_align(args, run, args.data, timer)
     step_s = statistics.median(timer.times)
-    per_pair, completion_per_pair = tokens_per_pair(args.model, args.data)
+    per_pair, completion_per_pair, prompt_per_pair = tokens_per_pair(args, args.data)
     tokens_per_step = per_pair * args.batch_size
+    # Useful FLOPs count the tokens a run must process: with prefix sharing the prompt once per pair.
+    processed = per_pair - prompt_per_pair if run.prefix_sharing else per_pair
     # LoRA (adapter) runs still back-propagate through every layer: counted like full fine-tuning.
-    policy_flops, reference_flops = model_flops_per_pair(args.model, per_pair, completion_per_pair)
-    flops_per_step = args.batch_size * (policy_flops + (reference_flops if reference in ("copy", "adapter") else 0))
+    policy_flops, reference_flops = model_flops_per_pair(args.model, processed, completion_per_pair)
+    flops_per_step = args.batch_size * (policy_flops + (reference_flops if run.reference in ("copy", "adapter") else 0))
     dtype = torch.bfloat16 if args.precision.startswith("bf16") else torch.float32
     peak = matmul_peak_flops("cuda" if cuda else "cpu", dtype)
     result = {
         "run": args.one,
+        "workload": args.workload,
         "step_s": step_s,
+        "pairs_per_s": args.batch_size / step_s,
+        "pairs_per_cpu_s": args.batch_size / statistics.median(timer.cpu_times),
         "tokens_per_s": tokens_per_step / step_s,
         "cpu_s_per_step": statistics.median(timer.cpu_times),
         "tokens_per_cpu_s": tokens_per_step / statistics.median(timer.cpu_times),
@@ -243,7 +278,10 @@ def one(args) -> None:
         "matmul_peak_flops": peak,
         "mfu": flops_per_step / step_s / peak,
         "steps_timed": len(timer.times),
-        "gradient_checkpointing": checkpointing,
+        "gradient_checkpointing": run.checkpointing,
+        "prefix_sharing": run.prefix_sharing,
+        "prompt_tokens_per_pair": prompt_per_pair,
+        "completion_tokens_per_pair": completion_per_pair,
         **info,
     }
     print("BENCH " + json.dumps(result), flush=True)
@@ -251,10 +289,13 @@ def one(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {', '.join(RUNS)}")
+    parser.add_argument("--runs", default=None, help=f"comma-separated subset of {', '.join(RUNS)} (default: the workload's selection)")
+    parser.add_argument("--workload", default="short", choices=["short", "long-prompt"], help="short prompts (2-8 words) or long multi-review prompts (~10x the completions)")
     parser.add_argument("--model", default="tiny-llama-32k", help="tiny-llama-32k (random-init Llama, vocabulary 32000, built here), embedded:tiny (vocabulary 93), or a save_pretrained folder")
     parser.add_argument("--examples", type=int, default=512, help="pairs in the workload")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=None, help="default: 64 (short), 128 (long-prompt; embedded:tiny allows no more)")
+    parser.add_argument("--max-prompt-length", type=int, default=None, help="default: 16 (short), 112 (long-prompt)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -264,20 +305,27 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    from benchmarks.workload import WORKLOADS, write_model
+
+    writer, max_length, max_prompt_length = WORKLOADS[args.workload]
+    args.max_length = args.max_length or max_length
+    args.max_prompt_length = args.max_prompt_length or max_prompt_length
     if args.one:
         return one(args)
-
-    from benchmarks.workload import write_model, write_pairs
-
+    runs = args.runs.split(",") if args.runs else DEFAULT_RUNS[args.workload]
+    unknown = [name for name in runs if name not in RUNS]
+    if unknown:
+        parser.error(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
     workdir = tempfile.mkdtemp(prefix="lit-align-bench-")
-    data = write_pairs(os.path.join(workdir, "pairs.jsonl"), args.examples, seed=0)
+    data = writer(os.path.join(workdir, "pairs.jsonl"), args.examples, seed=0)
     if args.model == "tiny-llama-32k":
         args.model = write_model(os.path.join(workdir, "tiny-llama-32k"))
     env = {**os.environ, "LIT_ALIGN_CACHE": os.path.join(workdir, "cache"), "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     results = []
-    for name in args.runs.split(","):
+    for name in runs:
         if name.startswith("trl-") and subprocess.run([sys.executable, "-c", "import trl"], env=env, capture_output=True).returncode:
-            print("trl-dpo: skipped (TRL not installed; pip install 'lit_align[bench]')")
+            print(f"{name}: skipped (TRL not installed; pip install 'lit_align[bench]')")
             continue
         child = [sys.executable, __file__, "--one", name, "--data", data] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("one", "data", "runs", "out") and v is not None]
         proc = subprocess.run(child, env=env, capture_output=True, text=True, cwd=REPO)
@@ -287,30 +335,42 @@ def main() -> None:
             continue
         results.append(json.loads(line[len("BENCH ") :]))
         r = results[-1]
-        print(f"{name:18s} {r['tokens_per_s']:9.0f} tok/s  {r['tokens_per_cpu_s']:9.0f} tok/CPU-s  {r['step_s'] * 1000:7.1f} ms/step  peak RSS {r['peak_rss_mb']:6.0f} MB (+{r['rss_rise_mb']:4.0f})  MFU {100 * r['mfu']:5.1f}%", flush=True)
+        print(f"{name:30s} {r['pairs_per_s']:8.1f} pairs/s  {r['pairs_per_cpu_s']:8.1f} pairs/CPU-s  {r['step_s'] * 1000:7.1f} ms/step  peak RSS {r['peak_rss_mb']:6.0f} MB (+{r['rss_rise_mb']:4.0f})  MFU {100 * r['mfu']:5.1f}%", flush=True)
+    print(f"\ncommand: python benchmarks/bench_algorithms.py {' '.join(sys.argv[1:])}")
     print_table(results)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=1)
+            json.dump({"args": vars(args), "command": sys.argv, "results": results}, f, indent=1)
+
+
+def _trl_for(run: dict, by_name: dict) -> dict | None:
+    """The TRL run to compare with: same reference kind (live / precomputed), same checkpointing."""
+    precomputed = "precomputed" in run["run"]
+    names = (["trl-dpo-precomputed-nogc"] if precomputed else []) + (["trl-dpo"] if run.get("gradient_checkpointing") else ["trl-dpo-nogc"]) + ["trl-dpo-nogc", "trl-dpo"]
+    return next((by_name[name] for name in names if name in by_name), None)
 
 
 def print_table(results: list[dict]) -> None:
-    """Markdown table; "vs TRL" compares like with like: gradient checkpointing on against ``trl-dpo``
-    (TRL's default), off against ``trl-dpo-nogc`` (falling back to whichever TRL run exists)."""
+    """Markdown table, pairs/s first. "vs TRL" compares like with like: a precomputed run against
+    ``trl-dpo-precomputed-nogc`` (when run), checkpointed runs against ``trl-dpo`` (TRL's default),
+    the others against ``trl-dpo-nogc``; falling back to whichever TRL run exists."""
     by_name = {r["run"]: r for r in results}
     live = by_name.get("dpo-copy")
-    print("\n| run | tokens/s | tokens/CPU-s | step (ms) | CPU s/step | peak RSS (MB) | RSS rise (MB) | achieved GFLOP/s | MFU | TRL run compared | tokens/s vs TRL | tokens/CPU-s vs TRL | peak RSS vs TRL | step vs dpo-copy | padding |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("\n| run | pairs/s | pairs/s vs TRL | pairs/CPU-s | step (ms) | peak RSS (MB) | peak RSS vs TRL | RSS rise (MB) | MFU | tokens/s | TRL run compared | step vs dpo-copy | grouped | padding |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|")
     for r in results:
-        name = "trl-dpo" if r.get("gradient_checkpointing") else "trl-dpo-nogc"
-        trl = by_name.get(name) or by_name.get("trl-dpo") or by_name.get("trl-dpo-nogc")
-        vs_trl = f"{r['tokens_per_s'] / trl['tokens_per_s']:.2f}x" if trl else "-"
+        trl = _trl_for(r, by_name)
+        vs_trl = f"{r['pairs_per_s'] / trl['pairs_per_s']:.2f}x" if trl else "-"
         mem_trl = f"{r['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x" if trl else "-"
-        cpu_trl = f"{r['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f}x" if trl else "-"
         vs_live = f"{r['step_s'] / live['step_s']:.2f}x" if live else "-"
-        print(f"| {r['run']} | {r['tokens_per_s']:.0f} | {r['tokens_per_cpu_s']:.0f} | {1000 * r['step_s']:.1f} | {r['cpu_s_per_step']:.3f} | {r['peak_rss_mb']:.0f} | {r['rss_rise_mb']:.0f} | {r['achieved_flops'] / 1e9:.2f} | {100 * r['mfu']:.1f}% | {trl['run'] if trl else '-'} | {vs_trl} | {cpu_trl} | {mem_trl} | {vs_live} | {r.get('padding_fraction', float('nan')):.2f} |")
+        print(
+            f"| {r['run']} | {r['pairs_per_s']:.1f} | {vs_trl} | {r['pairs_per_cpu_s']:.1f} | {1000 * r['step_s']:.1f} | {r['peak_rss_mb']:.0f} | {mem_trl} | {r['rss_rise_mb']:.0f} | "
+            f"{100 * r['mfu']:.1f}% | {r['tokens_per_s']:.0f} | {trl['run'] if trl else '-'} | {vs_live} | {r.get('group_by_length', '-')} | {r.get('padding_fraction', float('nan')):.2f} |"
+        )
     if results:
-        print(f"\nmatmul peak (1024^2, measured in each run): {statistics.median(r['matmul_peak_flops'] for r in results) / 1e9:.1f} GFLOP/s")
+        first = results[0]
+        print(f"\nworkload {first['workload']}: {first['prompt_tokens_per_pair']:.1f} prompt and {first['completion_tokens_per_pair'] / 2:.1f} completion tokens per row on average")
+        print(f"matmul peak (1024^2, measured in each run): {statistics.median(r['matmul_peak_flops'] for r in results) / 1e9:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

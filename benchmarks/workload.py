@@ -3,6 +3,10 @@ the embedded review task written to a JSONL file, read by ``PairwiseDataModule``
 
 Chosen completions come from a mostly-positive generator and rejected ones from a mostly-negative
 one; lengths vary from 2 to ~15 words, so batches really contain padding.
+
+``write_long_prompt_pairs`` is the long-prompt workload (issue 17): each prompt carries an earlier
+exchange of several reviews before the one to continue, as a multi-turn chat does, so prompts are
+~5-10x longer than completions (at least 3x on average, checked in tests).
 """
 
 from __future__ import annotations
@@ -24,6 +28,34 @@ def write_pairs(path: str, n: int, seed: int = 0) -> str:
                 rejected = make_completion(prompt, rng, 0.1)
             f.write(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected}) + "\n")
     return path
+
+
+def long_prompt(rng: random.Random, turns: tuple[int, int] = (4, 8)) -> str:
+    """Several finished reviews (prompt + completion each), then the opening to continue."""
+    history = []
+    for _ in range(rng.randint(*turns)):
+        opening = make_prompt(rng)
+        history.append(f"{opening} {make_completion(opening, rng)}")
+    return " ".join(history + [make_prompt(rng)])
+
+
+def write_long_prompt_pairs(path: str, n: int, seed: int = 0) -> str:
+    """Like ``write_pairs`` with ``long_prompt`` prompts: the prompt dominates every pair."""
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            prompt = long_prompt(rng)
+            # Completions depend on the last opening only (its tilt), as in the short workload.
+            last = prompt.rsplit(" . ", 1)[-1]
+            chosen, rejected = make_completion(last, rng, 0.9), make_completion(last, rng, 0.1)
+            while rejected == chosen:
+                rejected = make_completion(last, rng, 0.1)
+            f.write(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected}) + "\n")
+    return path
+
+
+# Workload name -> (writer, max_length, max_prompt_length) of the benchmark.
+WORKLOADS = {"short": (write_pairs, 64, 16), "long-prompt": (write_long_prompt_pairs, 128, 112)}
 
 
 # A tiny Llama with a real vocabulary size (Llama 2's 32000). The embedded model's 93-word vocabulary
