@@ -1,10 +1,9 @@
 """Online DPO: pair labelling (chosen = higher reward, ties dropped and counted), the loss and its
-gradients are DPO's on the constructed pairs, the sampling snapshot, a short run that raises the
-sampled reward, and the shipped recipe."""
+gradients are DPO's on the constructed pairs, the sampling snapshot, and a short run that raises the
+sampled reward (the shipped recipe runs in test_configs)."""
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +16,6 @@ from lit_align.data.best_of_n import BestOfNDataModule, score_completions
 from lit_align.losses import dpo_loss
 from lit_align.ops import sequence_logps
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
-from tests.conftest import REPO, run_cli
 
 
 class WordCountMod3(RewardFunction):
@@ -133,13 +131,3 @@ def test_short_run_raises_the_sampled_gold_reward():
     assert after > before + 0.2, (before, after)
     assert "train/online/ties" in trainer.callback_metrics and "train/rewards/accuracies" in trainer.callback_metrics
 
-
-def test_recipe_runs(tmp_path):
-    cli = run_cli(
-        ["fit", "--config", os.path.join(REPO, "configs/online_dpo.yaml"), "--model.init_args.model=embedded:micro", "--data.init_args.num_examples=8",
-         "--data.init_args.num_val_examples=4", "--data.init_args.batch_size=4", "--data.init_args.max_new_tokens=6", "--trainer.fast_dev_run=2", "--trainer.enable_progress_bar=false"],
-        str(tmp_path),
-    )
-    assert type(cli.model).__name__ == "OnlineDPO" and cli.trainer.global_step == 2
-    logged = cli.trainer.logged_metrics
-    assert bool(logged["train/loss"].isfinite()) and "train/online/reward" in logged
