@@ -3,7 +3,6 @@ PYTHON ?= python3
 # CPU machines: this pin takes the local CPU wheel; a looser spec can pull a multi-GB CUDA build.
 # On a GPU machine use e.g. `make install TORCH_SPEC=torch` (or keep the torch it already has).
 TORCH_SPEC ?= torch==2.13.0
-CONFIGS = --config configs/base.yaml
 
 .PHONY: install quickstart sft dpo test test-fast bench clean
 
@@ -14,10 +13,10 @@ install:
 quickstart: install sft dpo
 
 sft:
-	$(PYTHON) -m lit_align fit $(CONFIGS) --config configs/data/embedded_sft.yaml --config configs/algorithm/sft.yaml
+	$(PYTHON) -m lit_align fit --config configs/sft.yaml
 
 dpo:
-	$(PYTHON) -m lit_align fit $(CONFIGS) --config configs/data/embedded_pairs.yaml --config configs/algorithm/dpo.yaml
+	$(PYTHON) -m lit_align fit --config configs/dpo.yaml
 
 test: install
 	$(PYTHON) -m pytest -q
@@ -25,5 +24,7 @@ test: install
 test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"
 
+# runs/ and the SFT export data/embedded/sft are relative to this folder; generated data is cached in
+# $LIT_ALIGN_CACHE (default ~/.cache/lit_align), which `clean` leaves alone.
 clean:
-	rm -rf runs data/cache
+	rm -rf runs data/embedded
