@@ -1,7 +1,7 @@
 """Tensor helpers shared by every algorithm.
 
-The one place that turns logits into per-sequence log-probabilities, so no algorithm
-re-implements the gather/shift/mask logic (see shared/DESIGN.md).
+Per-sequence log-probabilities from full logits (``sequence_logps``), used by ``head.completion_logps``
+(the one entry point algorithms call) on its full-logits path, so no algorithm re-implements gather/mask.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from lightning import Callback, LightningModule, Trainer
+from transformers.utils import logging as hf_logging
 
 from lit_align.fsdp import fsdp_root, full_state_dict
 
@@ -14,7 +15,7 @@ class ExportPretrained(Callback):
 
     Args:
         subdir: Folder name inside the run's log directory.
-        also_to: A second, stable location (e.g. ``data/embedded/sft`` for the next stage's config).
+        also_to: A second, stable location (e.g. ``data/embedded/sft``, where the embedded recipes start).
     """
 
     def __init__(self, subdir: str = "hf_model", also_to: str | None = None) -> None:
@@ -34,6 +35,13 @@ class ExportPretrained(Callback):
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
         root_dir = trainer.log_dir or trainer.default_root_dir
         self.paths = [os.path.join(root_dir, self.subdir)] + ([self.also_to] if self.also_to else [])
-        for path in self.paths:
-            pl_module.export(path, tokenizer, state_dict=state)
-            print(f"lit_align: saved the trained policy (save_pretrained, safetensors) to {path}")
+        # save_pretrained's "Writing model shards" bar says nothing for a one-file export; the line below does.
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            for path in self.paths:
+                pl_module.export(path, tokenizer, state_dict=state)
+                print(f"lit_align: saved the trained policy (save_pretrained, safetensors) to {path}")
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
