@@ -236,3 +236,15 @@ def test_prefix_sharing_is_a_config_option():
     config = parser.parse_args(["--model.prefix_sharing=true"])
     assert config.model.prefix_sharing is True
     assert parser.get_defaults().model.prefix_sharing is False  # off by default
+
+
+def test_long_prompt_workload_has_prompts_at_least_three_times_the_completions(tmp_path):
+    from benchmarks.workload import WORKLOADS, write_long_prompt_pairs
+
+    _, max_length, max_prompt_length = WORKLOADS["long-prompt"]
+    dm = PairwiseDataModule(model="embedded:tiny", dataset=write_long_prompt_pairs(str(tmp_path / "long.jsonl"), 40), val_fraction=0.1, batch_size=4, max_length=max_length, max_prompt_length=max_prompt_length)
+    dm.setup("fit")
+    prompts = [len(ex["prompt_ids"]) for ex in dm.train_examples]
+    completions = [(len(ex["chosen_ids"]) + len(ex["rejected_ids"])) / 2 for ex in dm.train_examples]
+    assert sum(prompts) >= 3 * sum(completions)
+    assert min(p / c for p, c in zip(prompts, completions)) >= 2  # every pair, not just on average
