@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from benchmarks.workload import write_pairs
@@ -9,13 +10,14 @@ from lit_align.algorithms import DPO
 from lit_align.data.pairwise import PairwiseDataModule
 
 
-def test_checkpointing_gives_the_same_loss_and_gradients(tmp_path):
+@pytest.mark.parametrize("prefix_sharing", [False, True])
+def test_checkpointing_gives_the_same_loss_and_gradients(tmp_path, prefix_sharing):
     dm = PairwiseDataModule(model="embedded:micro", dataset=write_pairs(str(tmp_path / "p.jsonl"), 12), val_fraction=0.25, batch_size=4)
     dm.setup("fit")
     batch = dm.collate(dm.train_examples[:4])
     results = []
     for checkpointing in (False, True):
-        module = DPO(model="embedded:micro", gradient_checkpointing=checkpointing, nll_weight=1.0)
+        module = DPO(model="embedded:micro", gradient_checkpointing=checkpointing, nll_weight=1.0, prefix_sharing=prefix_sharing)
         module.train()
         assert module.policy.policy.is_gradient_checkpointing == checkpointing
         # Move the policy off the reference so the DPO gradient is not the trivial h = 0 one.
