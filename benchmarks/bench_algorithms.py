@@ -23,7 +23,7 @@ of batch ``--batch-size`` pairs on the same JSONL pairs (``benchmarks/workload.p
 Run names: ``-shared`` turns on ``prefix_sharing``, ``-grouped`` ``group_by_length``; ``dpo-defaults``
 passes neither option, so it measures whatever the defaults are.
 
-TRL is an optional extra (``pip install 'lit_align[bench]'``); without it the TRL rows are skipped.
+TRL is an optional extra (``pip install -e '.[trl]'``); without it the TRL rows are skipped.
 """
 
 from __future__ import annotations
@@ -325,7 +325,7 @@ def main() -> None:
     results = []
     for name in runs:
         if name.startswith("trl-") and subprocess.run([sys.executable, "-c", "import trl"], env=env, capture_output=True).returncode:
-            print(f"{name}: skipped (TRL not installed; pip install 'lit_align[bench]')")
+            print(f"{name}: skipped (TRL not installed; pip install -e '.[trl]')")
             continue
         child = [sys.executable, __file__, "--one", name, "--data", data] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("one", "data", "runs", "out") and v is not None]
         proc = subprocess.run(child, env=env, capture_output=True, text=True, cwd=REPO)
