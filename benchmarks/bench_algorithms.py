@@ -291,7 +291,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=None, help=f"comma-separated subset of {', '.join(RUNS)} (default: the workload's selection)")
     parser.add_argument("--workload", default="short", choices=["short", "long-prompt"], help="short prompts (2-8 words) or long multi-review prompts (~10x the completions)")
-    parser.add_argument("--model", default="tiny-llama-32k", help="tiny-llama-32k (random-init Llama, vocabulary 32000, built here), embedded:tiny (vocabulary 93), or a save_pretrained folder")
+    parser.add_argument("--model", default="tiny-llama-32k", help="tiny-llama-32k (random-init Llama, vocabulary 32000, built here), llama-88m (hidden 768, 12 layers: the memory workload), embedded:tiny (vocabulary 93), or a save_pretrained folder")
     parser.add_argument("--examples", type=int, default=512, help="pairs in the workload")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=None, help="default: 64 (short), 128 (long-prompt; embedded:tiny allows no more)")
@@ -306,7 +306,7 @@ def main() -> None:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from benchmarks.workload import WORKLOADS, write_model
+    from benchmarks.workload import MODELS, WORKLOADS, write_model
 
     writer, max_length, max_prompt_length = WORKLOADS[args.workload]
     args.max_length = args.max_length or max_length
@@ -319,8 +319,8 @@ def main() -> None:
         parser.error(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
     workdir = tempfile.mkdtemp(prefix="lit-align-bench-")
     data = writer(os.path.join(workdir, "pairs.jsonl"), args.examples, seed=0)
-    if args.model == "tiny-llama-32k":
-        args.model = write_model(os.path.join(workdir, "tiny-llama-32k"))
+    if args.model in MODELS:
+        args.model = write_model(os.path.join(workdir, args.model), **MODELS[args.model])
     env = {**os.environ, "LIT_ALIGN_CACHE": os.path.join(workdir, "cache"), "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     results = []
     for name in runs:

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny-llama-32k", help="tiny-llama-32k, embedded:tiny or a save_pretrained folder")
+    parser.add_argument("--model", default="tiny-llama-32k", help="tiny-llama-32k, llama-88m, embedded:tiny or a save_pretrained folder")
     parser.add_argument("--head-mode", default="compact", choices=["compact", "full"])
     parser.add_argument("--workload", default="short", choices=["short", "long-prompt"])
     parser.add_argument("--prefix-sharing", action="store_true", help="one [prompt | chosen | rejected] row per pair (lit_align.prefix_sharing)")
@@ -36,7 +36,7 @@ def main() -> None:
 
     import torch
 
-    from benchmarks.workload import WORKLOADS, write_model
+    from benchmarks.workload import MODELS, WORKLOADS, write_model
     from lit_align.prefix_sharing import pair_layout
     from lit_align.algorithms import DPO
     from lit_align.data.pairwise import PairwiseDataModule
@@ -44,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     workdir = tempfile.mkdtemp(prefix="lit-align-breakdown-")
     os.environ.setdefault("LIT_ALIGN_CACHE", os.path.join(workdir, "cache"))
-    model = write_model(os.path.join(workdir, "model")) if args.model == "tiny-llama-32k" else args.model
+    model = write_model(os.path.join(workdir, "model"), **MODELS[args.model]) if args.model in MODELS else args.model
     writer, max_length, max_prompt_length = WORKLOADS[args.workload]
     data = writer(os.path.join(workdir, "pairs.jsonl"), args.batch_size * (args.steps + args.warmup) + 32, seed=0)
     module = DPO(model=model, head_mode=args.head_mode)

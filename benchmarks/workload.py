@@ -65,6 +65,13 @@ WORKLOADS = {"short": (write_pairs, 64, 16), "long-prompt": (write_long_prompt_p
 TINY_LLAMA_32K = dict(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=False)
 
 
+# The memory workload (issue 17): ~88M parameters (hidden 768, 12 layers, as in the issue's TRL
+# comparison), where weights and optimiser state, not imported libraries, dominate peak memory.
+LLAMA_88M = dict(vocab_size=2048, hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=256, tie_word_embeddings=False)
+# Model presets the benchmark scripts build on the fly (``--model <name>``).
+MODELS = {"tiny-llama-32k": TINY_LLAMA_32K, "llama-88m": LLAMA_88M}
+
+
 def write_model(path: str, seed: int = 0, **config: int) -> str:
     """Save a random-init ``LlamaForCausalLM`` (``TINY_LLAMA_32K`` unless overridden) with the embedded tokenizer to ``path``."""
     import torch
