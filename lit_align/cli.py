@@ -9,6 +9,7 @@ errors (``lit_align.errors.UserError``) print as one paragraph; ``main`` is the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -117,6 +118,8 @@ def _remove_unused_log_dir(trainer) -> None:
         if any(not (f in kept or ".tfevents." in f) for f in files):
             return
     shutil.rmtree(log_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # and runs/<name> when that was its only version
+        os.rmdir(os.path.dirname(os.path.normpath(log_dir)))
 
 
 def _import(class_path: str):

@@ -83,6 +83,7 @@ def test_malformed_jsonl_line(tmp_path):
     path.write_text(json.dumps(ROWS[0]) + '\n{"prompt": "a", completion\n')
     result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={path}")
     assert_one_paragraph(result, "sft.jsonl: could not parse the file")
+    assert not (tmp_path / "runs" / "sft").exists()  # the failed start's version_N is removed again
     # On request, the traceback: the flag is stripped before LightningCLI sees it.
     debug = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={path}", "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
