@@ -14,6 +14,10 @@ recomputes each chunk's logits, so peak extra memory is ``chunk_size x V`` inste
 at the cost of one more head matmul per chunk. Same role as the "fused linear cross
 entropy" kernels of Liger or TRL's fused LM head, in plain torch so it runs on CPU too.
 
+``scored_token_logps`` is the same projection for layouts where a position's next token is not the
+one it predicts (prefix-shared rows: ``lit_align.prefix_sharing``); it takes a 4D mask and position
+ids and scores an explicit list of (source position, label) pairs, in both head modes.
+
 Models whose head is not a plain linear map (soft-capped or scaled logits, e.g. Gemma 2, Cohere),
 models without an exposed backbone, and FSDP-wrapped modules (whose root unit must run its own
 forward to gather the head's shards) fall back to full logits: same numbers, usual memory.

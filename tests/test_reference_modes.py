@@ -160,3 +160,24 @@ def test_sampled_evaluation_kl_in_adapter_mode_uses_adapters_off_not_a_second_mo
                 p.add_(0.02)
     assert abs(evaluation.measure(module.policy.policy, dm, evaluation._reference(module))["eval/kl"]) > 1e-3
     assert module.policy.policy.training  # the adapter context restored train mode
+
+
+def test_precompute_pass_runs_longest_first_shows_progress_and_keeps_example_order(pairs, capsys):
+    dm = datamodule(pairs)
+    model = load_causal_lm("embedded:micro").eval()
+    batches = []
+
+    def collate(examples):
+        batches.append([reference_cache._length(ex) for ex in examples])
+        return dm.collate(examples)
+
+    values = reference_cache.compute_reference_logps(model, collate, dm.train_examples, 5, torch.device("cpu"), progress=True)
+    # Longest first: every batch is no longer than the one before it, so each pads little.
+    flat = [length for batch in batches for length in batch]
+    assert flat == sorted(flat, reverse=True) and flat[0] > flat[-1]
+    assert "reference log-probs" in capsys.readouterr().err  # the progress bar
+    # Results come back in example order, not in the sorted order they were computed in.
+    for index in (0, 7, len(dm.train_examples) - 1):
+        one = dm.collate([dm.train_examples[index]])
+        expected = _logps(model, one)
+        torch.testing.assert_close(values[index, :, 0], expected, atol=1e-4, rtol=1e-5)

@@ -26,7 +26,10 @@ class PairwiseBatch(SequenceBatch):
     """B preference pairs as 2B rows: rows [0, B) are prompt+chosen, rows [B, 2B) prompt+rejected.
 
     Both halves go through ONE forward pass, as in the DPO reference code: half the kernel launches
-    and identical padding/dropout treatment for the two sides of a pair.
+    and identical padding/dropout treatment for the two sides of a pair. With ``prefix_sharing`` the
+    algorithm rebuilds them as B rows ``[prompt | chosen | rejected]`` (``lit_align.prefix_sharing``),
+    which relies on this layout: row B+i repeats row i's prompt, and each ``loss_mask`` row is one
+    contiguous completion after it.
 
     ``reference_logps`` holds cached log pi_ref(y|x) of the 2B rows with ``reference: precomputed``
     (``lit_align.reference_cache``); None otherwise.
