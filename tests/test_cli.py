@@ -133,3 +133,22 @@ def test_bugs_keep_their_traceback(monkeypatch, capsys):
     assert "lit_align: error: DPO: beta must be in (0, inf), got -1.0" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         cli_main(["fit", "--debug"])
+
+
+def test_import_silences_only_the_known_noise():
+    """Python-API users (Trainer.fit without the CLI) get the same quiet screen: importing lit_align
+    drops Lightning's eval-mode warning, the LeafSpec deprecation and the litlogger tip, nothing else."""
+    code = (
+        "import logging, warnings, lit_align\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "warnings.warn('Found 2 module(s) in eval mode at the start of training.')\n"
+        "warnings.warn('isinstance(treespec, LeafSpec) is deprecated')\n"
+        "warnings.warn('an unrelated warning')\n"
+        "log = logging.getLogger('lightning.pytorch.utilities.rank_zero')\n"
+        "log.info('Tip: try installing [litlogger](https://pypi.org/project/litlogger/)')\n"
+        "log.info('GPU available: False')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "eval mode" not in result.stderr and "LeafSpec" not in result.stderr and "litlogger" not in result.stderr
+    assert "an unrelated warning" in result.stderr and "GPU available" in result.stderr
