@@ -112,6 +112,8 @@ def test_sample_interval_draws_from_a_snapshot_refreshed_every_k_steps():
     attached(module, datamodule, step=2)
     assert torch.equal(next(module.sampling_policy("train").parameters()), next(module.policy.policy.parameters()))
     assert module.sampling_policy("val") is module.policy.policy  # validation samples the current policy
+    module.sample_interval = 1
+    assert module.sampling_policy("train") is module.policy.policy  # K = 1: fully online
     assert not any(name.startswith("_snapshot") for name, _ in module.named_modules())  # not trained, not checkpointed
 
 
