@@ -152,3 +152,19 @@ def test_import_silences_only_the_known_noise():
     assert result.returncode == 0, result.stderr
     assert "eval mode" not in result.stderr and "LeafSpec" not in result.stderr and "litlogger" not in result.stderr
     assert "an unrelated warning" in result.stderr and "GPU available" in result.stderr
+
+
+def test_outputs_go_to_cwd_runs_and_the_user_cache(tmp_path):
+    """runs/ is relative to the current directory; generated data goes to ~/.cache/lit_align (here a
+    temp HOME, never the real one), not to the current directory, so another folder reuses it."""
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    env = {"HOME": str(home), "LIT_ALIGN_CACHE": "", "XDG_CACHE_HOME": ""}
+    args = ["--config", DPO, "--model.init_args.model=embedded:micro", "--data.init_args.num_examples=16",
+            "--data.init_args.num_val_examples=4", "--data.init_args.batch_size=4", "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]"]
+    result = run_lit_align(work, *args, **env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(work)) == ["runs"] and os.listdir(work / "runs" / "dpo") == ["version_0"]
+    cached = sorted(os.listdir(home / ".cache" / "lit_align"))
+    assert len(cached) == 2 and all(name.startswith("pairs-") for name in cached)  # train + validation pairs
