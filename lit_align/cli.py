@@ -58,7 +58,7 @@ class AlignCLI(LightningCLI):
         path = config.get("ckpt_path")
         if path == "last":
             config["ckpt_path"] = find_last_checkpoint(self.trainer) or "last"
-        elif path is not None and not str(path).startswith(CKPT_KEYWORDS) and not os.path.exists(str(path)):
+        elif path is not None and not _names_no_local_file(str(path)) and not os.path.exists(str(path)):
             raise ConfigError(
                 f"--ckpt_path {path!r} does not exist. Give a checkpoint file written by a run "
                 "(runs/<name>/version_N/checkpoints/*.ckpt), or `last` to resume the latest run of this name."
@@ -102,6 +102,11 @@ class AlignCLI(LightningCLI):
             print(f"lit_align: TensorBoard logs in {trainer.log_dir}  (view: tensorboard --logdir {os.path.dirname(trainer.log_dir.rstrip(os.sep)) or '.'})")
         if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
             print(f"lit_align: checkpoints in {trainer.checkpoint_callback.dirpath} (resume with --ckpt_path last)")
+
+
+def _names_no_local_file(path: str) -> bool:
+    """Lightning's keywords (``best``, ``registry:<name>``, ...) and remote URLs (``s3://...``)."""
+    return path in CKPT_KEYWORDS or path.startswith("registry:") or "://" in path
 
 
 def _remove_unused_log_dir(trainer) -> None:
