@@ -205,3 +205,21 @@ def test_bond_and_online_dpo_train_against_an_exported_reward_model(algorithm, t
     trainer.fit(module, datamodule=datamodule)
     key = "train/online/reward" if algorithm == "OnlineDPO" else "train/reward"
     assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics[key]) and trainer.callback_metrics[key] != 0.0
+
+
+@pytest.mark.parametrize("family", ["gpt2", "qwen2", "gemma2"])
+def test_export_scores_like_the_module_on_other_families(family, tmp_path):
+    """GPT-2 (no pad token: pad = EOS, absolute positions), Qwen2 (no BOS), Gemma-2 (soft-capped LM)."""
+    families = pytest.importorskip("tests.families")  # tiny local checkpoints of other families
+    module = random_head(RewardModel(model=families.save_family(family, str(tmp_path / "start"))))
+    tokenizer = module.tokenizer
+    rows = [tokenizer("the film was great .")["input_ids"] + [tokenizer.eos_token_id], tokenizer("dull")["input_ids"] + [tokenizer.eos_token_id]]
+    module.export(str(tmp_path / "rm"))
+    hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
+    exported = AutoTokenizer.from_pretrained(tmp_path / "rm")
+    assert exported.pad_token_id != exported.eos_token_id
+    with torch.no_grad():
+        for side in ("right", "left"):
+            ours = module.score(*padded(rows, tokenizer.pad_token_id, side))
+            ids, mask = padded(rows, exported.pad_token_id, side)
+            assert torch.allclose(hf(input_ids=ids, attention_mask=mask).logits.squeeze(-1), ours, atol=1e-5), side
