@@ -2,7 +2,10 @@
 
 * Chat templates are applied once, by rendering to text and encoding with
   ``add_special_tokens=False``: a template that writes BOS itself never gets a second one.
-* Plain-string prompts get exactly one BOS (if the tokenizer has one); every completion ends in EOS.
+* Plain-string prompts start with exactly one BOS when the tokenizer adds one itself (Llama, Gemma,
+  the embedded tokenizer), and with none when it does not (GPT-2, whose BOS is its EOS; Qwen2, which
+  has none): training sees a prompt as ``tokenizer(prompt)`` gives it at inference. Every completion
+  ends in exactly one EOS.
 * Message lists need a chat template. A tokenizer without one (GPT-2-style checkpoints) is a
   configuration error naming the three fixes, raised at the first chat row: give the tokenizer a
   template, pass one as a Jinja string in ``chat_template``, or ``chat_template: never`` to join
@@ -181,6 +184,8 @@ class PromptCompletionEncoder:
             raise ConfigError(f"chat_template='always' renders every prompt as a chat turn, but {missing_template_fixes(name)}")
         self.name = name
         self.tokenizer = tokenizer
+        probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+        self.adds_bos = tokenizer.bos_token_id is not None and bool(probe) and probe[0] == tokenizer.bos_token_id
         self.max_length = max_length
         self.max_prompt_length = max_prompt_length
         self.chat_template = chat_template
@@ -208,7 +213,7 @@ class PromptCompletionEncoder:
     def encode_prompt(self, prompt: str | Messages) -> list[int]:
         ids = self._encode_text(self.render_prompt(prompt))
         bos = self.tokenizer.bos_token_id
-        if bos is not None and not self._use_template(prompt) and (not ids or ids[0] != bos):
+        if self.adds_bos and not self._use_template(prompt) and (not ids or ids[0] != bos):
             ids = [bos] + ids
         # Guard against BOS twice (template text that starts with BOS plus a BOS added elsewhere).
         while bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
