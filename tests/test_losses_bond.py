@@ -227,3 +227,14 @@ def test_jbond_loss_mixes_forward_backward_and_regulariser():
     # The worse of two samples of a prompt gets pushed down by the crude reward, the other up.
     (grad,) = torch.autograd.grad(jbond_loss(best, samples, anchor, crude, beta=1.0, kl_weight=0.0, backward_kl=False).losses.sum(), samples)
     assert grad[0, 0] > 0 > grad[0, 1]
+
+
+def test_empirical_bon_kl_with_and_without_ties():
+    from lit_align.losses.bond import empirical_bon_kl
+
+    continuous = torch.rand(1, 4000, generator=torch.Generator().manual_seed(0))
+    for n in (2, 4, 8):
+        assert empirical_bon_kl(continuous, n).item() == pytest.approx(analytic_bon_kl(n), abs=1e-3)
+    # Two reward levels of probability 1/2: Best-of-2 picks the high level with 3/4.
+    assert empirical_bon_kl(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), 2).item() == pytest.approx(0.25 * math.log(0.5) + 0.75 * math.log(1.5))
+    assert empirical_bon_kl(torch.zeros(1, 16), 4).item() == pytest.approx(0.0)  # all tied: no choice, no KL

@@ -33,13 +33,14 @@ def run_result(run: Run, log_dir: str, wall_seconds: float, steps: int) -> dict:
 
 
 def best_of_n_curve(model_path: str, prompts: list[str], ns: list[int], max_new_tokens: int = 24, seed: int = 4321) -> list[dict]:
-    """r(N): mean over prompts of E[max of N rewards] of the model's samples, with KL* = log N - (N-1)/N.
+    """r(N): mean over prompts of E[max of N rewards] of the model's samples, with KL* = log N - (N-1)/N
+    and ``kl_ties``, the tie-aware KL of Best-of-N of the same samples (``empirical_bon_kl``).
 
     Draws max(ns) samples per prompt once and uses the unbiased all-subsets estimator for every N.
     """
     from lit_align.data.tokenize import PromptCompletionEncoder
     from lit_align.generation import sample_completions
-    from lit_align.losses.bond import analytic_bon_kl, expected_best_of_n
+    from lit_align.losses.bond import analytic_bon_kl, empirical_bon_kl, expected_best_of_n
     from lit_align.modeling import load_causal_lm, load_tokenizer
     from lit_align.rewards import LexiconSentimentReward
 
@@ -52,7 +53,47 @@ def best_of_n_curve(model_path: str, prompts: list[str], ns: list[int], max_new_
     reward = LexiconSentimentReward()
     texts = [tokenizer.decode(c, skip_special_tokens=True) for per_prompt in samples for c in per_prompt]
     rewards = reward([p for p in prompts for _ in range(m)], texts).view(len(prompts), m)
-    return [{"n": n, "kl": analytic_bon_kl(n), "reward": expected_best_of_n(rewards, n).mean().item()} for n in ns]
+    return [{"n": n, "kl": analytic_bon_kl(n), "kl_ties": empirical_bon_kl(rewards, n).mean().item(), "reward": expected_best_of_n(rewards, n).mean().item()} for n in ns]
+
+
+def bon_reward_at(kl: float, curve: list[dict]) -> float | None:
+    """Best-of-N reward at ``kl`` on ``curve`` (linear between its points, KL = log N - (N-1)/N);
+    None past its last point."""
+    points = sorted((b["kl"], b["reward"]) for b in curve)
+    if kl > points[-1][0]:
+        return None
+    for (k0, r0), (k1, r1) in zip(points, points[1:]):
+        if kl <= k1:
+            return r0 + (r1 - r0) * (max(kl, k0) - k0) / (k1 - k0)
+    return points[0][1]
+
+
+def rows_from_results_md(path: str, exclude: set[str]) -> list[dict]:
+    """Per-run results of an earlier comparison, read back from its results.md ("Every run" table),
+    for the methods not in ``exclude``: final numbers only (no trajectory). Used by ``run.py
+    --keep-rows-from`` when only some rows are rerun."""
+    rows, in_table = [], False
+    with open(path) as f:
+        for line in f:
+            if line.startswith("## "):
+                in_table = line.strip() == "## Every run"
+                continue
+            if not (in_table and line.startswith("| `")):
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            run = cells[0].strip("`")
+            method, label, seed = run.split("/")
+            if method in exclude:
+                continue
+            value = None if label == "none" else float(label.split("=")[1])
+            start, reward, kl = float(cells[2]), float(cells[3]), float(cells[4])
+            rows.append({
+                "method": method, "label": label, "value": value, "seed": int(seed.split("=")[1]), "run": run, "steps": int(cells[1]),
+                "start_reward": start, "reward": reward, "kl": kl, "length": float(cells[5]), "wall_seconds": float(cells[6]),
+                "cpu_seconds": float(cells[7]), "tokens_per_sec": float(cells[8]), "trajectory": [(0, 0.0, start), (int(cells[1]), kl, reward)],
+                "from": path,
+            })
+    return rows
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float | None]:
@@ -78,19 +119,47 @@ def _fmt(mean: float, sd: float | None, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
 
 
-def write_results(path: str, results: list[dict], bon: list[dict], failed: dict[str, str], header: str) -> None:
-    """results.md: the per-setting table (mean ± sd over seeds), per-run rows, the Best-of-N curve."""
-    lines = [header, "", "## Mean ± standard deviation over seeds", "",
-             "| method | strength | seeds | reward | KL(π ‖ SFT) | wall time (s) | CPU time (s) | train tokens/s |", "|---|---|---|---|---|---|---|---|"]
-    for row in aggregate(results):
-        lines.append(f"| {row['method']} | {row['label']} | {row['seeds']} | {_fmt(row['reward'], row['reward_sd'])} | {_fmt(row['kl'], row['kl_sd'], 2)} "
-                     f"| {_fmt(row['wall_seconds'], row['wall_seconds_sd'], 1)} | {_fmt(row['cpu_seconds'], row['cpu_seconds_sd'], 1)} | {_fmt(row['tokens_per_sec'], row['tokens_per_sec_sd'], 0)} |")
-    lines += ["", "## Every run", "", "| run | steps | start reward | final reward | final KL | length | wall time (s) | CPU time (s) | train tokens/s |", "|---|---|---|---|---|---|---|---|---|"]
+def gap_to_best_of_n(result: dict, curves: dict[int, list[dict]]) -> float | None:
+    """Final reward minus Best-of-N's reward at the same KL, on the curve of the run's OWN seed
+    (its held-out prompts); None past the curve's last point."""
+    curve = curves.get(result["seed"]) or curves.get(str(result["seed"]))
+    at = bon_reward_at(result["kl"], curve) if curve else None
+    return None if at is None else result["reward"] - at
+
+
+def mean_curve(curves: dict[int, list[dict]]) -> list[dict]:
+    """The seeds' Best-of-N curves averaged point by point (same N list)."""
+    per_seed = list(curves.values())
+    return [{**points[0], "reward": statistics.fmean(p["reward"] for p in points), "kl_ties": statistics.fmean(p.get("kl_ties", float("nan")) for p in points)} for points in zip(*per_seed)]
+
+
+def write_results(path: str, results: list[dict], curves: dict[int, list[dict]], failed: dict[str, str], header: str) -> None:
+    """results.md: the per-setting table (mean ± sd over seeds), per-run rows scored against their own
+    seed's Best-of-N curve, and the curves."""
     for r in results:
-        lines.append(f"| `{r['run']}` | {r['steps']} | {r['start_reward']:.3f} | {r['reward']:.3f} | {r['kl']:.2f} | {r['length']:.1f} | {r['wall_seconds']:.1f} | {r.get('cpu_seconds', float('nan')):.1f} | {r['tokens_per_sec']:.0f} |")
-    if bon:
-        lines += ["", "## Best-of-N of the SFT start (reference curve)", "", "| N | log N − (N−1)/N | r(N) |", "|---|---|---|"]
-        lines += [f"| {b['n']} | {b['kl']:.3f} | {b['reward']:.3f} |" for b in bon]
+        r["bon_gap"] = gap_to_best_of_n(r, curves)
+    lines = [header, "", "## Mean ± standard deviation over seeds", "",
+             "Δ BoN: final reward minus the Best-of-N reward at the same KL, each run on the curve of its own seed's held-out prompts (linear between N; blank past N = 64).", "",
+             "| method | strength | seeds | reward | KL(π ‖ SFT) | Δ BoN | wall time (s) | CPU time (s) | train tokens/s |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in aggregate(results):
+        gaps = [r["bon_gap"] for r in results if (r["method"], r["label"]) == (row["method"], row["label"])]
+        gap = _fmt(*_mean_spread(gaps)) if gaps and None not in gaps else ""
+        lines.append(f"| {row['method']} | {row['label']} | {row['seeds']} | {_fmt(row['reward'], row['reward_sd'])} | {_fmt(row['kl'], row['kl_sd'], 2)} | {gap} "
+                     f"| {_fmt(row['wall_seconds'], row['wall_seconds_sd'], 1)} | {_fmt(row['cpu_seconds'], row['cpu_seconds_sd'], 1)} | {_fmt(row['tokens_per_sec'], row['tokens_per_sec_sd'], 0)} |")
+    lines += ["", "## Every run", "", "| run | steps | start reward | final reward | final KL | Δ BoN (own seed) | length | wall time (s) | CPU time (s) | train tokens/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        gap = "" if r["bon_gap"] is None else f"{r['bon_gap']:+.3f}"
+        lines.append(f"| `{r['run']}` | {r['steps']} | {r['start_reward']:.3f} | {r['reward']:.3f} | {r['kl']:.2f} | {gap} | {r['length']:.1f} | {r['wall_seconds']:.1f} | {r.get('cpu_seconds', float('nan')):.1f} | {r['tokens_per_sec']:.0f} |")
+    if curves:
+        seeds = sorted(curves, key=int)
+        lines += ["", "## Best-of-N of the SFT start, per seed (reference curves)", "",
+                  "Each seed's curve is built on that seed's held-out prompts (the prompts its runs are evaluated on), from 64 samples per prompt. "
+                  "KL with ties: KL(Best-of-N ‖ SFT) of those samples with the tie-aware Best-of-N likelihood (`empirical_bon_kl`); "
+                  "it is below log N − (N−1)/N because tied rewards leave Best-of-N no choice, and for N near 64 also because 64 samples are few.", "",
+                  "| N | log N − (N−1)/N | " + " | ".join(f"KL with ties (seed {s}) | r(N) (seed {s})" for s in seeds) + " |",
+                  "|---|---|" + "---|---|" * len(seeds)]
+        for points in zip(*(curves[s] for s in seeds)):
+            lines.append(f"| {points[0]['n']} | {points[0]['kl']:.3f} | " + " | ".join(f"{p.get('kl_ties', float('nan')):.3f} | {p['reward']:.3f}" for p in points) + " |")
     if failed:
         lines += ["", "## Runs without results (failed, or not run yet)", ""] + [f"- `{name}`: {error}" for name, error in failed.items()]
     with open(path, "w") as f:
@@ -99,7 +168,8 @@ def write_results(path: str, results: list[dict], bon: list[dict], failed: dict[
 
 def plot_frontier(path: str, results: list[dict], bon: list[dict], title: str) -> bool:
     """frontier.png: reward vs KL, one series per method (mean over seeds per strength, with the
-    seeds' spread as error bars; faint dots are every intermediate evaluation), and Best-of-N."""
+    seeds' spread as error bars; faint dots are every intermediate evaluation), and Best-of-N
+    (``bon``: the seeds' curves averaged)."""
     try:
         import matplotlib
 
@@ -120,6 +190,8 @@ def plot_frontier(path: str, results: list[dict], bon: list[dict], title: str) -
                     color=color, marker="o", capsize=2, label=method)
     if bon:
         ax.plot([b["kl"] for b in bon], [b["reward"] for b in bon], "k--", marker="s", markersize=4, label="Best-of-N of SFT (KL = log N − (N−1)/N)")
+        if all("kl_ties" in b for b in bon):
+            ax.plot([b["kl_ties"] for b in bon], [b["reward"] for b in bon], "k:", linewidth=1, label="Best-of-N of SFT (tie-aware KL of 64 samples)")
         for b in bon:
             ax.annotate(f"N={b['n']}", (b["kl"], b["reward"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
     starts = [r["start_reward"] for r in results]

@@ -35,7 +35,7 @@ sys.path.insert(0, REPO)  # run as a script from anywhere, without installing th
 import yaml  # noqa: E402
 
 from experiments.compare.plan import METHODS, QUICK, Budget, Method, Run, config_files, plan, run_args, sft_args  # noqa: E402
-from experiments.compare.report import best_of_n_curve, load_json, plot_frontier, run_result, save_json, write_results  # noqa: E402
+from experiments.compare.report import best_of_n_curve, load_json, mean_curve, plot_frontier, rows_from_results_md, run_result, save_json, write_results  # noqa: E402
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -50,6 +50,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, help="runs trained at once, each in its own process (default: one per CPU core, at most 4; --quick: 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads per run (default: 1 with --jobs > 1, else torch's choice; 1 is faster on a busy machine)")
     parser.add_argument("--configs", help="configs folder to read the recipes from (default: the repository's configs/; a saved copy reruns rows on the configs of an earlier comparison)")
+    parser.add_argument("--keep-rows-from", metavar="RESULTS_MD", help="add the runs of the methods NOT in --methods from an earlier results.md (final numbers only), to rerun some rows and keep the rest")
     parser.add_argument("--report-only", action="store_true", help="train nothing: rebuild results.md and frontier.png from the runs finished so far")
     parser.add_argument("--force", action="store_true", help="retrain the SFT start and rerun finished runs")
     return parser.parse_args(argv)
@@ -195,6 +196,25 @@ def train_all(runs: list[Run], sft: str, tb: str, budget: Budget, args: argparse
     return [results[i] for i in sorted(results)], failed
 
 
+def best_of_n_curves(sft: str, seeds: list[int], budget: Budget, path: str, force: bool) -> dict[int, list[dict]]:
+    """Best-of-N curve of the SFT start per seed, on that seed's held-out prompts; cached in ``path``
+    (reused while the start model, prompts and N list are the same)."""
+    from lit_align.data.embedded import embedded_rows
+
+    key = {"model": os.path.abspath(sft), "eval_prompts": budget.eval_prompts, "bon_ns": list(budget.bon_ns)}
+    cached = load_json(path) if os.path.exists(path) and not force else {}
+    stored = cached.get("curves", {}) if isinstance(cached, dict) and cached.get("key") == key else {}
+    curves = {}
+    for seed in seeds:
+        if str(seed) in stored:
+            curves[seed] = stored[str(seed)]
+            continue
+        prompts = [row["prompt"] for row in embedded_rows("embedded:prompts", "validation", budget.eval_prompts, seed)]
+        curves[seed] = best_of_n_curve(sft, prompts, list(budget.bon_ns))
+    save_json(path, {"key": key, "curves": {str(k): v for k, v in curves.items()}})
+    return curves
+
+
 def clock(seconds: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
@@ -222,29 +242,33 @@ def main(argv: list[str] | None = None) -> dict:
     threads = args.threads or (1 if jobs > 1 else None)
     results, failed = train_all(runs, sft, tb, budget, args, began, jobs, threads)
 
-    from lit_align.data.embedded import embedded_rows
-
-    prompts = [row["prompt"] for row in embedded_rows("embedded:prompts", "validation", budget.eval_prompts, budget.seeds[0])]
-    bon = best_of_n_curve(sft, prompts, list(budget.bon_ns))
-    save_json(os.path.join(out, "best_of_n.json"), bon)
+    # One Best-of-N curve per seed, on that seed's held-out prompts: SampledEvaluation draws its
+    # prompts with the DataModule's seed, so each run is scored on its own seed's prompts.
+    kept = rows_from_results_md(args.keep_rows_from, set(budget.methods)) if args.keep_rows_from else []
+    trained, order = results, list(METHODS)
+    results = sorted(results + kept, key=lambda r: (r["seed"], order.index(r["method"]), r["value"] or 0.0))
+    seeds = sorted({r["seed"] for r in results} | set(budget.seeds))
+    curves = best_of_n_curves(sft, seeds, budget, os.path.join(out, "best_of_n.json"), args.force)
+    bon = mean_curve(curves)
     wall = time.perf_counter() - began
     command = "python experiments/compare/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = "\n".join([
         "# Algorithm comparison on the embedded task", "",
-        f"Command: `{command.strip()}` — {len(results)} runs, {budget.steps} optimiser steps each (16 prompts' worth of data per step), "
+        f"Command: `{command.strip()}` — {len(trained)} runs, {budget.steps} optimiser steps each (16 prompts' worth of data per step), "
         f"evaluated every {budget.eval_every} steps on {budget.eval_prompts} held-out prompts × {budget.samples_per_prompt} samples; seeds {list(budget.seeds)}.",
         ("Rebuilt with --report-only from the runs finished so far; " if args.report_only else "") + f"Total wall time {clock(wall)} on {platform.machine()} with {os.cpu_count()} CPU core(s); 1-minute load average {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end (other work on the machine slows every run). "
-        f"CPU time summed over the runs: {clock(sum(r.get('cpu_seconds', 0.0) for r in results))} ({jobs} run(s) at a time, torch threads per run: {threads or 'default'}).",
+        f"CPU time summed over the runs: {clock(sum(r.get('cpu_seconds', 0.0) for r in trained))} ({jobs} run(s) at a time, torch threads per run: {threads or 'default'}).",
         "Reward and KL are the last evaluation of each run; KL(pi ‖ SFT) is the sampled estimate of `SampledEvaluation`. "
         "Wall time is the whole `fit` (model loading, training, evaluations); tokens/s counts the non-pad tokens of the "
         "policy's gradient-carrying forwards over the time spent in training steps (see experiments/compare/throughput.py).",
-    ] + ([f"Skipped (not runnable here): {', '.join(f'{k} ({v})' for k, v in skipped.items())}."] if skipped else []))
-    write_results(os.path.join(out, "results.md"), results, bon, failed, header)
+    ] + ([f"Skipped (not runnable here): {', '.join(f'{k} ({v})' for k, v in skipped.items())}."] if skipped else [])
+      + ([f"Rows of {', '.join(sorted({r['method'] for r in kept}))} are not rerun here: their final numbers come from `{args.keep_rows_from}` (their timings were measured then)."] if kept else []))
+    write_results(os.path.join(out, "results.md"), results, curves, failed, header)
     plotted = plot_frontier(os.path.join(out, "frontier.png"), results, bon, f"Reward vs KL on the embedded task ({budget.steps} steps, seeds {list(budget.seeds)})")
     print(f"lit_align compare: done in {clock(wall)}: {os.path.join(out, 'results.md')}" + (f", {os.path.join(out, 'frontier.png')}" if plotted else ""))
     print(f"lit_align compare: view the runs side by side: tensorboard --logdir {tb}")
-    return {"results": results, "failed": failed, "skipped": skipped, "best_of_n": bon, "out": out}
+    return {"results": results, "failed": failed, "skipped": skipped, "best_of_n": curves, "out": out}
 
 
 if __name__ == "__main__":

@@ -55,6 +55,21 @@ def analytic_bon_kl(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
+def empirical_bon_kl(rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """KL(Best-of-n || pi_ref) per row of m reference rewards [B, m], ties included.
+
+    The plug-in value for the empirical distribution of the m samples: with p_le, p_lt the
+    share of the row's samples scoring <= / < each sample and g = ``bon_log_ratio(p_le, n, p_lt)``
+    (Theorem 1, tie-aware), KL = sum_y pi_BoN(y) g(y) = (1/m) sum_j exp(g_j) g_j. Ties lower it below
+    log n - (n - 1)/n (a Best-of-n choice among equal rewards is no choice); so does a small m
+    relative to n (Best-of-n of m atoms): trust it for n well below m.
+    """
+    p_le = quantile_estimate(rewards, rewards)
+    p_lt = quantile_estimate(rewards, rewards, strict=True)
+    g = bon_log_ratio(p_le, n, p_lt)
+    return (g.exp() * g).mean(-1)
+
+
 def expected_best_of_n(rewards: torch.Tensor, n: int) -> torch.Tensor:
     """Unbiased estimate of E[max of n rewards] per row from m >= n samples ``rewards`` [B, m].
 
