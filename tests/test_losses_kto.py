@@ -129,3 +129,9 @@ def test_reference_point_is_averaged_across_ranks(monkeypatch):
     current["rank"] = 0
     ranks[1] = torch.tensor([0.5, 1.5])
     assert kto_reference_point(torch.zeros(0), torch.zeros(0)).item() == pytest.approx(1.0)
+
+
+def test_weight_ratio_with_a_zero_weight_says_so_instead_of_dividing_by_zero():
+    message = check_weight_ratio(100, 100, desirable_weight=1.0, undesirable_weight=0.0)
+    assert message is not None and "undesirable_weight = 0" in message and "only pushes one way" in message
+    assert "desirable_weight = 0" in check_weight_ratio(100, 100, desirable_weight=0.0)

@@ -75,3 +75,31 @@ def test_truncation_that_empties_a_completion_drops_and_counts(tok):
 def test_max_prompt_length_must_leave_room(tok):
     with pytest.raises(ValueError, match="max_prompt_length"):
         PromptCompletionEncoder(tok, max_length=8, max_prompt_length=8)
+
+
+def test_chat_messages_without_a_template_name_the_three_fixes(tok):
+    from lit_align.data.tokenize import MissingChatTemplate
+
+    tok.chat_template = None
+    enc = PromptCompletionEncoder(tok, max_length=64, max_prompt_length=32, name="my/gpt2")
+    assert enc.encode_prompt("the film was")  # plain text needs no template
+    with pytest.raises(MissingChatTemplate, match=r"the tokenizer of 'my/gpt2' has no chat template.*tokenizer\.chat_template.*Jinja string.*chat_template: never"):
+        enc.encode_prompt([{"role": "user", "content": "the film was"}])
+    never = PromptCompletionEncoder(tok, max_length=64, max_prompt_length=32, chat_template="never")
+    turns = [{"role": "system", "content": "the film"}, {"role": "user", "content": "was"}]
+    assert never.render_prompt(turns) == "the film\nwas"
+    # A template string is installed on the tokenizer (so an export carries it) and used for chat rows.
+    given = PromptCompletionEncoder(tok, max_length=64, max_prompt_length=32, chat_template="{% for m in messages %}{{ m['content'] }} {% endfor %}")
+    assert tok.chat_template.startswith("{% for m in messages %}") and given.render_prompt(turns) == "the film was "
+    with pytest.raises(ValueError, match=r"chat_template must be one of \['auto', 'always', 'never'\] or a Jinja chat template string.*got 'nevr'"):
+        PromptCompletionEncoder(tok, chat_template="nevr")
+
+
+def test_plain_prompts_get_a_bos_only_when_the_tokenizer_adds_one(tok):
+    from tokenizers import processors
+
+    assert PromptCompletionEncoder(tok).adds_bos  # embedded tokenizer: Llama-like, adds <s>
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")  # GPT-2-like: adds nothing
+    enc = PromptCompletionEncoder(tok, max_length=64, max_prompt_length=32)
+    assert not enc.adds_bos
+    assert enc.encode_prompt("the film was") == tok("the film was")["input_ids"] == tok("the film was", add_special_tokens=False)["input_ids"]
