@@ -133,7 +133,32 @@ def test_pool_needs_two_completions_and_prompts_need_a_column(tmp_path):
     rows = tmp_path / "prompts.jsonl"
     rows.write_text('{"question": "the film was"}\n')
     with pytest.raises(DataError, match="question"):
-        run_aif(["embedded:tiny", "embedded:micro"], str(tmp_path / "out"), prompts=str(rows), val_split=None, progress=False)
+        run_aif(["embedded:tiny", "embedded:micro"], str(tmp_path / "out"), judge=LexiconSentimentReward(), prompts=str(rows), val_split=None, progress=False)
+
+
+def test_arguments_are_checked_before_any_model_loads(tmp_path, monkeypatch):
+    from lit_align.data import aif
+    from lit_align.errors import ConfigError
+
+    monkeypatch.setattr(aif, "load_causal_lm", lambda *a, **k: pytest.fail("a pool model was loaded before the arguments were checked"))
+    out = str(tmp_path / "out")
+    for kwargs, message in [
+        ({"samples_per_model": 0}, r"run_aif: samples_per_model must be an integer in \[1, inf\), got 0"),
+        ({"temperature": 0.0}, r"run_aif: temperature must be in \(0, inf\), got 0.0"),
+        ({"max_new_tokens": 0}, r"run_aif: max_new_tokens must be an integer in \[1, inf\), got 0"),
+        ({"val_fraction": 1.0}, r"run_aif: val_fraction must be in \(0, 1\), got 1.0"),
+        ({"chat_template": "allways"}, r"run_aif: chat_template must be one of"),
+        ({"dtype": "float64x"}, r"run_aif: dtype must name a torch floating-point dtype"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            run_aif(["embedded:tiny", "embedded:micro"], out, progress=False, **kwargs)
+    with pytest.raises(ConfigError, match=r"K >= 2 completions per prompt; the pool gives 1 \(1 model\(s\) x samples_per_model=1\)"):
+        run_aif(["embedded:tiny"], out, num_prompts=2, num_val_prompts=2, progress=False)
+    # Foreign prompts and no judge: the default lexicon judge would pick pairs at random.
+    rows = tmp_path / "prompts.jsonl"
+    rows.write_text('{"prompt": "Summarise the article."}\n')
+    with pytest.raises(ConfigError, match=r"no judge given, and the prompts \(.*prompts\.jsonl\) are not the embedded task.*--judge lit_align\.rewards\.HFClassifierReward"):
+        run_aif(["embedded:tiny", "embedded:micro"], out, prompts=str(rows), val_split=None, progress=False)
 
 
 def make_tiny_reward_model(path) -> str:

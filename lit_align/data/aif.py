@@ -27,10 +27,12 @@ from tqdm.auto import tqdm
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.feedback import select_pair
 from lit_align.data.sources import load_rows, select_columns
-from lit_align.data.tokenize import ChatTemplateMode, DataError, Messages, PromptCompletionEncoder, is_messages
+from lit_align.data.tokenize import ChatTemplateMode, DataError, Messages, PromptCompletionEncoder, check_chat_template, is_messages
+from lit_align.errors import ConfigError, check_range
 from lit_align.generation import sample_completions
 from lit_align.modeling import is_embedded, load_causal_lm, load_tokenizer
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
+from lit_align.utils.dtypes import check_dtype
 
 Prompt = str | Messages
 
@@ -157,13 +159,13 @@ def build_aif_dataset(prompts: dict[str, Sequence[Prompt]], models: Sequence[str
     ``sampling`` goes to :func:`sample_pool`. The rejected side is drawn with a per-prompt RNG
     seeded by (``seed``, split, index), so a row does not change when other rows are dropped.
     """
-    if len(models) == 0:
-        raise ValueError("AIF needs at least one model in the pool")
+    # Checked before any model is loaded or sampled.
+    pool = len(models) * sampling.get("samples_per_model", 1)
+    if pool < 2:
+        raise ConfigError(f"AIF needs K >= 2 completions per prompt; the pool gives {pool} ({len(models)} model(s) x samples_per_model={sampling.get('samples_per_model', 1)}); add models or raise samples_per_model")
     report, splits = AIFReport(), {}
     for split, split_prompts in prompts.items():
         completions, slot_models, kept = sample_pool(models, split_prompts, seed=seed, chat_template=chat_template, progress=progress, **sampling)
-        if len(slot_models) < 2:
-            raise ValueError(f"AIF needs K >= 2 completions per prompt; the pool gives {len(slot_models)} (add models or raise samples_per_model)")
         kept_prompts = [split_prompts[i] for i in kept]
         scores = judge_pool(judge, kept_prompts, completions, progress=progress)
         report.prompts += len(split_prompts)
@@ -253,6 +255,22 @@ def run_aif(
         seed: Seeds sampling and the random choice of the rejected completion.
         progress: Show progress bars.
     """
+    for name, value, low, kind in (
+        ("samples_per_model", samples_per_model, 1, "int"), ("max_new_tokens", max_new_tokens, 1, "int"), ("max_prompt_length", max_prompt_length, 1, "int"),
+        ("batch_size", batch_size, 1, "int"), ("num_prompts", num_prompts, 1, "int"), ("num_val_prompts", num_val_prompts, 1, "int"), ("seed", seed, 0, "int"),
+    ):  # fmt: skip
+        check_range("run_aif", name, value, low, integer=kind == "int", allow_none=name.startswith("num_"))
+    check_range("run_aif", "temperature", temperature, 0, low_open=True)
+    check_range("run_aif", "val_fraction", val_fraction, 0, 1, low_open=True, high_open=True)
+    check_chat_template("run_aif", chat_template)
+    check_dtype("run_aif", dtype)
+    if judge is None and not is_embedded(prompts):
+        # The default judge is the embedded task's lexicon: on other prompts it scores ~0 and pairs would be random.
+        raise ConfigError(
+            f"run_aif: no judge given, and the prompts ({prompts}) are not the embedded task, whose lexicon (the default judge) "
+            "would score their completions as ~0 and pick chosen/rejected at random. Give one, e.g. "
+            "--judge lit_align.rewards.HFClassifierReward --judge.model <reward model>, or any RewardFunction by class_path."
+        )
     judge = judge or LexiconSentimentReward()
     sources = {"train": load_prompts(prompts, split, num_prompts, prompt_column, subset, seed)}
     if val_split is not None:
