@@ -117,7 +117,7 @@ def save_family(family: str, directory: str) -> str:
     return directory
 
 
-def _rows(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+def example_rows(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
@@ -135,7 +135,7 @@ def _turns(prompt: str, completion: str | None = None) -> list[dict[str, str]]:
 
 def write_data(directory: str, n: int = 10) -> dict[tuple[str, str], str]:
     """jsonl files keyed by (format, kind): format pairwise/unpaired/sft, kind plain/chat (TRL conventions)."""
-    rows = _rows(n)
+    rows = example_rows(n)
     files = {
         ("pairwise", "plain"): [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in rows],
         # TRL conversational pairs: the whole conversation on each side, no prompt column.

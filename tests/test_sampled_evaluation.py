@@ -17,14 +17,14 @@ from lit_align.callbacks import SampledEvaluation
 from lit_align.cli import main
 from lit_align.data.sft import SFTDataModule
 from lit_align.rewards import RewardFunction
-from tests.families import _rows
+from tests.families import example_rows
 
 WHY = "SampledEvaluation logs eval/kl and eval/length only"
 
 
 def sft_file(tmp_path) -> str:
     path = tmp_path / "own.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c, _ in _rows(12)))
+    path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c, _ in example_rows(12)))
     return str(path)
 
 
