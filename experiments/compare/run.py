@@ -256,9 +256,11 @@ def main(argv: list[str] | None = None) -> dict:
         "# Algorithm comparison on the embedded task", "",
         f"Command: `{command.strip()}` — {len(trained)} runs, {budget.steps} optimiser steps each (16 prompts' worth of data per step), "
         f"evaluated every {budget.eval_every} steps on {budget.eval_prompts} held-out prompts × {budget.samples_per_prompt} samples; seeds {list(budget.seeds)}.",
-        ("Rebuilt with --report-only from the runs finished so far; " if args.report_only else "") + f"Total wall time {clock(wall)} on {platform.machine()} with {os.cpu_count()} CPU core(s); 1-minute load average {load_before:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end (other work on the machine slows every run). "
-        f"CPU time summed over the runs: {clock(sum(r.get('cpu_seconds', 0.0) for r in trained))} ({jobs} run(s) at a time, torch threads per run: {threads or 'default'}).",
+        (f"Rebuilt with --report-only from the runs finished so far; each run's wall and CPU time are those measured when it trained. "
+         f"CPU time summed over the runs: {clock(sum(r.get('cpu_seconds', 0.0) for r in trained))}." if args.report_only else
+         f"Total wall time {clock(wall)} on {platform.machine()} with {os.cpu_count()} CPU core(s); 1-minute load average {load_before:.1f} at the start, "
+         f"{os.getloadavg()[0]:.1f} at the end (other work on the machine slows every run). "
+         f"CPU time summed over the runs: {clock(sum(r.get('cpu_seconds', 0.0) for r in trained))} ({jobs} run(s) at a time, torch threads per run: {threads or 'default'})."),
         "Reward and KL are the last evaluation of each run; KL(pi ‖ SFT) is the sampled estimate of `SampledEvaluation`. "
         "Wall time is the whole `fit` (model loading, training, evaluations); tokens/s counts the non-pad tokens of the "
         "policy's gradient-carrying forwards over the time spent in training steps (see experiments/compare/throughput.py).",
