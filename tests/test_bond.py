@@ -104,6 +104,8 @@ def test_evaluation_of_the_untrained_policy_is_the_reference():
     values = evaluation.last
     assert values["eval/kl"] == pytest.approx(0.0, abs=1e-5)  # policy == reference
     assert values["eval/bon_kl_analytic"] == pytest.approx(math.log(4) - 0.75)
+    # With ties (and only 8 reference samples) Best-of-4's KL is below the continuous-reward value.
+    assert 0.0 < values["eval/bon_kl_ties"] < values["eval/bon_kl_analytic"]
     assert values["eval/bon_reward"] >= values["eval/reference_reward"]
     # The quantile of a reference sample among reference samples is 1/2 plus half the tie probability.
     assert 0.3 < values["eval/quantile"] < 0.9

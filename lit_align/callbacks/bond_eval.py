@@ -8,8 +8,11 @@ Adds to ``SampledEvaluation``'s ``eval/reward``, ``eval/kl`` and ``eval/length``
 * ``eval/bon_reward`` — the Best-of-N reward of the reference, measured (unbiased estimate of the
   expected maximum of N rewards from ``num_reference_samples`` samples per prompt);
 * ``eval/reference_reward`` — the reference's own mean reward (the starting point);
-* ``eval/bon_kl_analytic`` — log N - (N - 1)/N, the KL of Best-of-N to the reference: the
-  reference line for ``eval/kl``.
+* ``eval/bon_kl_analytic`` — log N - (N - 1)/N, the KL of Best-of-N to the reference for a
+  continuous reward: the reference line for ``eval/kl``;
+* ``eval/bon_kl_ties`` — the KL of Best-of-N of the reference samples with ties counted
+  (``empirical_bon_kl``): lower than the analytic value when rewards tie (or N is close to
+  ``num_reference_samples``).
 
 The reference here is always the INITIAL model: iterative BOND and J-BOND move their anchor, and
 measuring against a moving anchor would hide the drift that ``eval/kl`` is meant to show.
@@ -26,7 +29,7 @@ from transformers import PreTrainedModel
 from lit_align.callbacks.sampled_eval import SampledEvaluation
 from lit_align.data.best_of_n import score_completions
 from lit_align.generation import sample_completions
-from lit_align.losses.bond import analytic_bon_kl, expected_best_of_n, quantile_estimate
+from lit_align.losses.bond import analytic_bon_kl, empirical_bon_kl, expected_best_of_n, quantile_estimate
 from lit_align.modeling import load_causal_lm
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
 
@@ -116,5 +119,6 @@ class BestOfNEvaluation(SampledEvaluation):
             "eval/bon_reward": expected_best_of_n(reference_rewards, n).mean().item(),
             "eval/reference_reward": reference_rewards.mean().item(),
             "eval/bon_kl_analytic": analytic_bon_kl(n),
+            "eval/bon_kl_ties": empirical_bon_kl(reference_rewards, n).mean().item(),
         })
         pl_module.log_dict(self.last, sync_dist=True)
