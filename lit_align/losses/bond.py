@@ -175,7 +175,7 @@ def jbond_loss(
     kl_weight: float = 0.1,
     backward_kl: bool = True,
 ) -> JBONDOutput:
-    """J-BOND's update direction (1 - beta) G_FW + beta G_BW + gamma G_Reg (Alg. 2, its last line).
+    """J-BOND's update direction (1 - beta) G_FW + beta G_BW + gamma G_Reg (Sec. 5, Alg. 2: the parameter update).
 
     Inputs: log pi_t of the better of the 2 anchor samples [B], log pi_t and log pi_anchor of the k
     policy samples [B, k], and their crude rewards r_J [B, k] (``jbond_reward``).
