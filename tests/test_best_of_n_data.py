@@ -49,7 +49,7 @@ def test_offline_bad_rows_get_clear_errors(tmp_path):
         BestOfNDataModule(dataset=write_jsonl(tmp_path / "b.jsonl", bad), val_split="train", num_samples=2).setup("fit")
     not_list = [{"prompt": "the film was", "completions": "great .", "rewards": 1.0}]
     with pytest.raises(DataError, match="must be lists"):
-        BestOfNDataModule(dataset=write_jsonl(tmp_path / "c.jsonl", not_list), val_split="train", num_samples=1).setup("fit")
+        BestOfNDataModule(dataset=write_jsonl(tmp_path / "c.jsonl", not_list), val_split="train", num_samples=2).setup("fit")
     with pytest.raises(DataError, match="missing column"):
         BestOfNDataModule(dataset=write_jsonl(tmp_path / "d.jsonl", [{"text": "x"}]), val_split="train").setup("fit")
 

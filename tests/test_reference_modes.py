@@ -80,6 +80,7 @@ def _logps(model, batch):
 
 
 def test_adapter_reference_is_the_starting_model_with_one_copy_of_weights(pairs):
+    pytest.importorskip("peft", reason="the adapter reference needs peft (pip install -e .[lora])")
     tokenizer = load_tokenizer("embedded:micro")
     start = load_causal_lm("embedded:micro", tokenizer)
     base_numel = sum(p.numel() for p in start.parameters())
