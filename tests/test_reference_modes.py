@@ -115,7 +115,8 @@ def test_adapter_reference_is_the_starting_model_with_one_copy_of_weights(pairs)
 
 
 def test_adapter_on_an_sft_adapter_keeps_the_sft_model_as_reference(pairs):
-    from peft import LoraConfig, get_peft_model
+    peft = pytest.importorskip("peft", reason="the adapter reference needs peft (pip install -e .[lora])")
+    LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model
 
     tokenizer = load_tokenizer("embedded:micro")
     sft = get_peft_model(load_causal_lm("embedded:micro", tokenizer), LoraConfig(r=4, target_modules="all-linear"))
