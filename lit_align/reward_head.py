@@ -32,7 +32,7 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     if mask.ndim != 2 or not bool(mask.any(-1).all()):
         raise ValueError("attention_mask must be [batch, length] with at least one attended token per row")
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    return torch.where(mask, positions, -1).max(dim=-1).values
+    return torch.where(mask, positions, -1).amax(dim=-1)
 
 
 def pool_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

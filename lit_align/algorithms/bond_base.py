@@ -108,7 +108,7 @@ class BestOfNDistillation(AlignmentModule):
         return {
             "reward": rewards.mean(),
             "anchor_reward": batch.rewards.mean(),
-            "bon_reward": batch.rewards.max(dim=-1).values.mean(),
+            "bon_reward": batch.rewards.amax(dim=-1).mean(),
             # Plain MC quantile (no prior): the share of anchor samples the policy sample matches or beats.
             "quantile": quantile_estimate(rewards, reference_rewards).mean(),
             "kl": (policy_logps - anchor_logps).detach().mean(),

@@ -51,7 +51,7 @@ def label_pairs(rewards: torch.Tensor) -> LabelledPairs:
     if rewards.ndim != 2 or rewards.shape[1] < 2:
         raise ValueError(f"rewards must be [prompts, samples >= 2], got shape {tuple(rewards.shape)}")
     chosen, rejected = rewards.argmax(dim=-1), rewards.argmin(dim=-1)
-    keep = rewards.max(dim=-1).values > rewards.min(dim=-1).values
+    keep = rewards.amax(dim=-1) > rewards.amin(dim=-1)
     prompts = keep.nonzero().flatten()
     return LabelledPairs(prompts, chosen[prompts], rejected[prompts])
 

@@ -162,7 +162,7 @@ def jbond_reward(sample_rewards: torch.Tensor, anchor_rewards: torch.Tensor, wor
     tie is not penalised. The constant log 16 is the paper's for exactly 2 anchor samples; ``JBOND``
     refuses other ``num_samples`` rather than reuse it for a different estimator.
     """
-    worst = sample_rewards < anchor_rewards.min(dim=-1, keepdim=True).values
+    worst = sample_rewards < anchor_rewards.amin(dim=-1, keepdim=True)
     return -worst_penalty * worst.to(sample_rewards.dtype if sample_rewards.is_floating_point() else torch.float32)
 
 
