@@ -16,7 +16,8 @@ import torch
 from lightning import Callback, Trainer, seed_everything
 
 from benchmarks.workload import write_pairs
-from lit_align.algorithms import DPO, IPO, KTO, ORPO, SFT, ConservativeDPO
+from lit_align.algorithms import BOND, DPO, IPO, JBOND, KTO, ORPO, SFT, ConservativeDPO
+from lit_align.data.best_of_n import BestOfNDataModule
 from lit_align.data.pairwise import PairwiseDataModule
 from lit_align.data.sft import SFTDataModule
 from lit_align.data.unpaired import UnpairedDataModule
@@ -28,6 +29,8 @@ TOLERANCE = 1e-6
 
 DATA = dict(model="embedded:tiny", max_length=40, max_prompt_length=16, batch_size=4, val_fraction=0.1, seed=0)
 OPTIMIZER = dict(lr=1e-3, weight_decay=0.0)
+# BOND / J-BOND read prompts, not the pairs file; short generations keep the 20 steps quick.
+BEST_OF_N = dict(dataset="embedded:prompts", mode="online", num_examples=80, num_val_examples=4, max_new_tokens=6)
 
 # name -> (algorithm class, its arguments, DataModule class, extra DataModule arguments)
 CASES = {
@@ -42,6 +45,11 @@ CASES = {
     "dpo_head_full": (DPO, {"beta": 0.1, "head_mode": "full"}, PairwiseDataModule, {}),
     "dpo_precomputed": (DPO, {"beta": 0.1, "reference": "precomputed"}, PairwiseDataModule, {}),
     "dpo_adapter": (DPO, {"beta": 0.1, "reference": "adapter"}, PairwiseDataModule, {}),
+    # Online sampling from the anchor (the DataModule's prompts, fixed seeds): N = 4 for BOND, 2 for J-BOND.
+    "bond": (BOND, {"beta": 0.5, "quantile_samples": 8}, BestOfNDataModule, {"num_samples": 4, **BEST_OF_N}),
+    "bond_iterative": (BOND, {"beta": 0.5, "anchor_update_interval": 5}, BestOfNDataModule, {"num_samples": 2, **BEST_OF_N}),
+    "jbond": (JBOND, {"beta": 0.5, "kl_weight": 0.1, "anchor_ema": 0.1}, BestOfNDataModule, {"num_samples": 2, **BEST_OF_N}),
+    "jbond_variant": (JBOND, {"beta": 0.5, "backward_kl": False}, BestOfNDataModule, {"num_samples": 2, **BEST_OF_N}),
 }
 
 
@@ -63,7 +71,7 @@ def trajectory(name: str, pairs: str) -> list[dict[str, float]]:
         pytest.importorskip("peft", reason="the adapter reference needs peft (pip install -e .[lora])")
     seed_everything(0)
     module = algorithm(model="embedded:tiny", warmup_ratio=0.0, lr_schedule="constant", optimizer=lambda p: torch.optim.AdamW(p, **OPTIMIZER), **arguments)
-    data = datamodule_class(dataset=pairs, **DATA, **data_arguments)
+    data = datamodule_class(**{"dataset": pairs, **DATA, **data_arguments})
     recorder = StepRecorder()
     trainer = Trainer(
         max_steps=STEPS, limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
