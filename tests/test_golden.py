@@ -16,7 +16,7 @@ import torch
 from lightning import Callback, Trainer, seed_everything
 
 from benchmarks.workload import write_pairs
-from lit_align.algorithms import BOND, DPO, IPO, JBOND, KTO, ORPO, SFT, ConservativeDPO
+from lit_align.algorithms import BOND, DPO, IPO, JBOND, KTO, ORPO, SFT, ConservativeDPO, OnlineDPO, RewardModel
 from lit_align.data.best_of_n import BestOfNDataModule
 from lit_align.data.pairwise import PairwiseDataModule
 from lit_align.data.sft import SFTDataModule
@@ -50,6 +50,8 @@ CASES = {
     "bond_iterative": (BOND, {"beta": 0.5, "anchor_update_interval": 5}, BestOfNDataModule, {"num_samples": 2, **BEST_OF_N}),
     "jbond": (JBOND, {"beta": 0.5, "kl_weight": 0.1, "anchor_ema": 0.1}, BestOfNDataModule, {"num_samples": 2, **BEST_OF_N}),
     "jbond_variant": (JBOND, {"beta": 0.5, "backward_kl": False}, BestOfNDataModule, {"num_samples": 2, **BEST_OF_N}),
+    "online_dpo": (OnlineDPO, {"beta": 0.1, "num_samples": 3}, BestOfNDataModule, {"num_samples": 2, **BEST_OF_N}),
+    "reward_model": (RewardModel, {"margin": 0.5, "center_coefficient": 0.01}, PairwiseDataModule, {}),
 }
 
 
