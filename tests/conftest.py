@@ -35,9 +35,7 @@ def embedded_sft_model(tmp_path_factory) -> str:
         run_cli(
         [
             "fit",
-            "--config", os.path.join(REPO, "configs/base.yaml"),
-            "--config", os.path.join(REPO, "configs/data/embedded_sft.yaml"),
-            "--config", os.path.join(REPO, "configs/algorithm/sft.yaml"),
+            "--config", os.path.join(REPO, "configs/sft.yaml"),
             "--trainer.max_epochs=1",
             "--trainer.enable_progress_bar=false",
         ],

@@ -31,7 +31,6 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, REPO)  # run as a script from anywhere, without installing the package
 
 CONFIGS = os.path.join(HERE, "configs")
-BASE_CONFIG = os.path.join(REPO, "configs", "base.yaml")
 BASE_MODEL = "embedded:tiny"
 DEFAULT_POOL = ["dsft", "dsft", "sft_mixed", "base"]
 QUICK_POOL = ["dsft", "dsft", "base"]  # --quick saves the sft_mixed training run
@@ -65,7 +64,7 @@ def train(out: str, stage: str, configs: list[str], overrides: list[str], quick:
     from lit_align.cli import main
 
     root = stage_dir(out, stage)
-    args = ["fit", "--config", BASE_CONFIG, *[a for c in configs for a in ("--config", os.path.join(CONFIGS, c))], *overrides]
+    args = ["fit", *[a for c in configs for a in ("--config", os.path.join(CONFIGS, c))], *overrides]
     args += [f"--trainer.logger.init_args.save_dir={root}", f"--trainer.default_root_dir={root}", f"--run_name={stage}"]
     if quick:
         # One small validation at the end; the last callback of every config is SampledEvaluation.
