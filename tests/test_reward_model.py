@@ -152,8 +152,10 @@ def test_export_scores_like_the_module_in_hf_and_hfclassifierreward(pad_is_eos, 
     rows = sequences_with_mask([encoder.encode_prompt(p) for p in prompts], [encoder.encode_completion(p, c) for p, c in zip(prompts, completions)], module.tokenizer.pad_token_id)
     with torch.no_grad():
         expected = module.score(rows[0], rows[1])
-    reward = HFClassifierReward(str(tmp_path), template="{prompt} {completion} " + tokenizer.eos_token, device="cpu")
+    # HFClassifierReward ends each text with that EOS by default (append_eos), so the default template scores alike.
+    reward = HFClassifierReward(str(tmp_path), device="cpu")
     assert torch.allclose(reward(prompts, completions), expected, atol=1e-5)
+    assert not torch.allclose(HFClassifierReward(str(tmp_path), append_eos=False, device="cpu")(prompts, completions), expected, atol=1e-3)
 
 
 # ----- training --------------------------------------------------------------------------------------

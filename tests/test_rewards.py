@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from lit_align.embedded.tokenizer import build_tokenizer
+from lit_align.errors import ConfigError
 from lit_align.rewards import HFClassifierReward, LexiconSentimentReward
 
 
@@ -30,26 +35,48 @@ def save_tiny_classifier(path, num_labels: int, id2label=None) -> LlamaForSequen
     return model
 
 
-def test_hf_reward_model_scores_with_its_logit(tmp_path):
+def test_hf_reward_model_scores_with_its_logit_on_text_ending_in_eos(tmp_path):
     model = save_tiny_classifier(tmp_path, num_labels=1)
     reward = HFClassifierReward(str(tmp_path), batch_size=2, device="cpu")
     prompts = ["the film was", "sadly , the plot felt", "the cast was"]
     completions = ["great and moving .", "dull .", "good but rather slow and messy ."]
     scores = reward(prompts, completions)
     assert scores.dtype == torch.float32 and scores.shape == (3,)
-    # Batched with padding == each text alone through the original model.
+    # Batched with padding == each text alone, ending in one EOS, through the original model.
     tokenizer = build_tokenizer()
     for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids = tokenizer(f"{p} {c}")["input_ids"]
+        assert ids[-1] != tokenizer.eos_token_id
         with torch.no_grad():
-            expected = model(**tokenizer(f"{p} {c}", return_tensors="pt")).logits[0, 0]
+            expected = model(input_ids=torch.tensor([ids + [tokenizer.eos_token_id]])).logits[0, 0]
+            without = model(input_ids=torch.tensor([ids])).logits[0, 0]
         assert scores[i].item() == pytest.approx(expected.item(), abs=1e-5)
+        assert abs(expected.item() - without.item()) > 1e-4  # the EOS position scores differently
     assert len(set(scores.tolist())) == 3  # the score depends on the text
+    # append_eos=False scores the plain text; a text already ending in EOS gets no second one.
+    plain = HFClassifierReward(str(tmp_path), append_eos=False, device="cpu")(prompts, completions)
+    with torch.no_grad():
+        expected_plain = [model(**tokenizer(f"{p} {c}", return_tensors="pt")).logits[0, 0].item() for p, c in zip(prompts, completions)]
+    assert plain.tolist() == pytest.approx(expected_plain, abs=1e-5)
+    explicit = HFClassifierReward(str(tmp_path), template="{prompt} {completion} </s>", device="cpu")(prompts, completions)
+    assert torch.allclose(explicit, scores, atol=1e-6)
+
+
+def test_hf_reward_append_eos_keeps_the_end_when_truncating(tmp_path):
+    model = save_tiny_classifier(tmp_path, num_labels=1)
+    tokenizer = build_tokenizer()
+    ids = tokenizer("the film was great and moving .")["input_ids"]
+    score = HFClassifierReward(str(tmp_path), max_length=4, device="cpu")(["the film was"], ["great and moving ."])
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor([(ids + [tokenizer.eos_token_id])[-4:]])).logits[0, 0]
+    assert score.item() == pytest.approx(expected.item(), abs=1e-5)
 
 
 def test_hf_classifier_label_by_name_and_log_odds(tmp_path):
     model = save_tiny_classifier(tmp_path, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"})
     texts = (["the film was"], ["great ."])
     logits = model(**build_tokenizer()("the film was great .", return_tensors="pt")).logits[0].detach()
+    # Several labels: a classifier of plain text, so no EOS is appended unless asked for.
     log_odds = HFClassifierReward(str(tmp_path), label="POSITIVE", score="log_odds", device="cpu")(*texts)
     assert log_odds.item() == pytest.approx((logits[1] - logits[0]).item(), abs=1e-5)
     probability = HFClassifierReward(str(tmp_path), label=1, score="probability", device="cpu")(*texts)
@@ -59,5 +86,21 @@ def test_hf_classifier_label_by_name_and_log_odds(tmp_path):
 
 
 def test_hf_reward_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(OSError, match="sequence-classification reward model"):
-        HFClassifierReward(str(tmp_path / "nope"))
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match=f"model='{missing}'.*there is no folder {missing}"):
+        HFClassifierReward(str(missing))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="exists but holds no loadable classifier"):
+        HFClassifierReward(str(tmp_path / "empty"))
+
+
+def test_hf_reward_missing_model_through_the_cli_is_one_paragraph(tmp_path):
+    """The real CLI: a reward model folder that was never exported is a one-paragraph error, no traceback."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    missing = tmp_path / "no_reward_model"
+    command = [sys.executable, "-m", "lit_align", "fit", "--config", os.path.join(repo, "configs/online_dpo.yaml"), "--model.init_args.model=embedded:micro",
+               "--model.init_args.reward=lit_align.rewards.HFClassifierReward", f"--model.init_args.reward.model={missing}", "--trainer.max_steps=1"]
+    env = {**os.environ, "LIT_ALIGN_CACHE": str(tmp_path / "cache"), "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"there is no folder {missing}" in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
