@@ -24,6 +24,7 @@ import lit_align.data.best_of_n  # noqa: F401
 import lit_align.data.pairwise  # noqa: F401
 import lit_align.data.sft  # noqa: F401
 import lit_align.data.unpaired  # noqa: F401
+from lit_align.algorithms import AlignmentModule
 from lit_align.callbacks.nonfinite import NonFiniteGuard
 from lit_align.callbacks.preemption import Preemption, find_last_checkpoint
 from lit_align.errors import ConfigError, UserError
@@ -53,6 +54,7 @@ class AlignCLI(LightningCLI):
         return parser
 
     def before_fit(self) -> None:
+        self._connect()
         # Lightning's "last" looks only in this run's new version_N folder; look in the earlier ones.
         config = self.config_init[self.subcommand]
         path = config.get("ckpt_path")
@@ -86,6 +88,15 @@ class AlignCLI(LightningCLI):
 
     def after_fit(self) -> None:
         self._summary()
+
+    def before_validate(self) -> None:
+        self._connect()
+
+    def _connect(self) -> None:
+        # The one explicit step where the data's facts reach the algorithm (AlignmentModule.connect);
+        # any other LightningModule can be named by class_path too, and has no such hook.
+        if isinstance(self.model, AlignmentModule):
+            self.model.connect(self.datamodule)
 
     def after_validate(self) -> None:
         self._summary()

@@ -44,16 +44,11 @@ def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: tor
 
 
 def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Per-token log pi(token_t | tokens_<t), shape [B, T-1], in fp32 (for KL estimates)."""
+    """Per-token log pi(token_t | tokens_<t), shape [B, T-1], in fp32: the full-logits oracle that
+    tests compare the compact and prefix-shared heads against (tests/test_prefix_sharing.py)."""
     logits = logits[:, :-1].to(torch.float32)
     labels = input_ids[:, 1:]
     return torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` is true; 0 for an empty mask instead of NaN."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:

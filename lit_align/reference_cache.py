@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
 from lit_align.data.batches import PairwiseBatch
-from lit_align.data.embedded import cache_root, model_fingerprint
+from lit_align.cache import cache_root, model_fingerprint
 from lit_align.head import completion_logps
 from lit_align.ops import SequenceLogps
 from lit_align.prefix_sharing import pair_layout, shared_completion_logps
@@ -117,13 +117,15 @@ def _gather(local: dict[str, torch.Tensor], world_size: int) -> list[dict[str, t
     return parts
 
 
-def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64, prefix_sharing: bool | None = None) -> str:
+def precompute(setup: Any, datamodule: Any) -> str:
     """Attach cached reference log-probs to ``datamodule``'s train/val examples; compute them if missing.
 
-    ``module`` is an ``AlignmentModule`` (its ``model_name``/``dtype`` say which weights the
-    reference is; ``prefix_sharing`` defaults to the module's own setting). Under DDP/FSDP every rank computes a strided share and the shares are gathered,
-    so the pass costs 1/world_size of the data per rank; rank 0 writes the cache. The reference
-    model is loaded only if the cache is missing and freed before training starts.
+    ``setup`` is a ``lit_align.reference_modes.ReferenceSetup``: which weights the reference is
+    (``model_name``/``dtype``, ``load_model``), the device, batch size, precision and ranks, all passed
+    explicitly by the algorithm. Under DDP/FSDP every rank computes a strided share and the shares are
+    gathered, so the pass costs 1/world_size of the data per rank; rank 0 writes the cache. The
+    reference model is loaded only if the cache is missing and freed before training starts.
+    Returns the cache path ("" when every example already carries its values).
     """
     if datamodule is None or not hasattr(datamodule, "train_examples"):
         raise RuntimeError("reference='precomputed' needs an AlignmentDataModule (its examples are what gets precomputed)")
@@ -132,36 +134,13 @@ def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64, pre
     splits = {"train": datamodule.train_examples, "validation": datamodule.val_examples}
     if all(REFERENCE_KEY in ex for examples in splits.values() for ex in examples):
         return ""
-    trainer = getattr(module, "_trainer", None)  # None when called outside fit (tests, scripts)
-    precision = str(trainer.precision) if trainer is not None else "32-true"
-    dtype = module.hparams.get("dtype")
-    if prefix_sharing is None:
-        prefix_sharing = bool(getattr(module, "prefix_sharing", False))
-    path = cache_path(module.model_name, dtype, precision, splits, prefix_sharing)
+    path = cache_path(setup.model_name, setup.dtype, setup.precision, splits, setup.prefix_sharing)
     if os.path.exists(path):
         cached = torch.load(path, map_location="cpu")
         rank_zero_info(f"lit_align: reference log-probs loaded from {path}")
     else:
-        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        rank_zero_info(f"lit_align: precomputing reference log-probs of {sum(map(len, splits.values()))} examples (batch size {batch_size}) ...")
-        reference = module.load_start_model()
-        reference.to(module.device).eval().requires_grad_(False)
-        context = trainer.precision_plugin.forward_context if trainer is not None else None
-        local = {
-            name: compute_reference_logps(reference, datamodule.collate, examples[rank::world_size], batch_size, module.device, context, prefix_sharing, progress=rank == 0)
-            for name, examples in splits.items()
-        }
-        del reference
-        gc.collect()
-        parts = _gather(local, world_size)
-        cached = {}
-        for name, examples in splits.items():
-            # Undo the striding: rank r computed examples r, r + W, r + 2W, ...
-            values = torch.zeros(len(examples), *parts[0][name].shape[1:])
-            for r, part in enumerate(parts):
-                values[r::world_size] = part[name]
-            cached[name] = values
-        if rank == 0:
+        cached = _compute_splits(setup, datamodule.collate, splits)
+        if setup.rank == 0:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             torch.save(cached, path + ".tmp")
             os.replace(path + ".tmp", path)  # atomic: a crashed run never leaves a half-written cache
@@ -169,3 +148,30 @@ def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64, pre
     for name, examples in splits.items():
         _attach(examples, cached[name])
     return path
+
+
+def _compute_splits(setup: Any, collate, splits: dict[str, list[dict]]) -> dict[str, torch.Tensor]:
+    rank, world_size = setup.rank, setup.world_size
+    rank_zero_info(f"lit_align: precomputing reference log-probs of {sum(map(len, splits.values()))} examples (batch size {setup.batch_size}) ...")
+    reference = setup.load_model()
+    reference.to(setup.device).eval().requires_grad_(False)
+    local = {
+        name: compute_reference_logps(reference, collate, examples[rank::world_size], setup.batch_size, setup.device, setup.forward_context, setup.prefix_sharing, progress=rank == 0)
+        for name, examples in splits.items()
+    }
+    del reference
+    gc.collect()
+    parts = _gather(local, world_size)
+    cached = {}
+    for name, examples in splits.items():
+        # Undo the striding: rank r computed examples r, r + W, r + 2W, ...
+        values = torch.zeros(len(examples), *parts[0][name].shape[1:])
+        for r, part in enumerate(parts):
+            values[r::world_size] = part[name]
+        cached[name] = values
+    return cached
+
+
+def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64, prefix_sharing: bool | None = None) -> str:
+    """``precompute`` for an ``AlignmentModule`` (scripts, tests): its ``reference_setup`` says what the pass needs."""
+    return precompute(module.reference_setup(batch_size, prefix_sharing), datamodule)

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from lightning import Trainer
 
 from lit_align.algorithms import KTO
 from lit_align.callbacks import SampledEvaluation
@@ -14,7 +15,7 @@ from lit_align.data.unpaired import UnpairedDataModule
 from lit_align.utils.scalars import last, read_scalars
 from tests.conftest import REPO, run_cli
 
-CONFIGS = ["--config", os.path.join(REPO, "configs/base.yaml"), "--config", os.path.join(REPO, "configs/data/embedded_unpaired.yaml"), "--config", os.path.join(REPO, "configs/algorithm/kto.yaml")]
+CONFIGS = ["--config", os.path.join(REPO, "configs/kto.yaml")]
 SMALL = ["--data.init_args.num_examples=24", "--data.init_args.num_val_examples=8", "--data.init_args.batch_size=4", "--trainer.enable_progress_bar=false"]
 WORDS = ["good", "dull", "great", "awful", "lovely", "boring", "superb", "messy", "fresh", "weak"]
 
@@ -61,6 +62,22 @@ def test_imbalanced_data_warns_and_trains(tmp_path):
     with pytest.warns(UserWarning, match=r"set desirable_weight in \[4, 5.33\]"):
         cli = run_cli(args, str(tmp_path))
     assert cli.trainer.global_step == 1
+
+
+def test_label_counts_reach_kto_through_connect_without_the_cli(tmp_path, monkeypatch):
+    module = KTO(model="embedded:tiny")
+    assert module.check_label_counts(4, 3) is None  # lambda_D n_D / (lambda_U n_U) = 4/3: inside [1, 4/3]
+    with pytest.warns(UserWarning, match=r"set desirable_weight in \[4, 5.33\]"):
+        assert "= 0.25, outside the range" in module.check_label_counts(2, 8)
+    dm = UnpairedDataModule(model="embedded:tiny", dataset=local_data(tmp_path, 10, desirable_every=5), from_pairs=False, val_split="train", batch_size=3, max_length=16, max_prompt_length=8)
+    prepared = []
+    monkeypatch.setattr(module.policy, "prepare", lambda setup, datamodule: prepared.append(datamodule))
+    trainer = Trainer(fast_dev_run=1, logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+    # A plain Trainer.fit: the base's setup connects the DataModule once (the CLI does it before fit).
+    with pytest.warns(UserWarning, match=r"set desirable_weight in \[4, 5.33\]"):
+        trainer.fit(module, datamodule=dm)
+    # The reference mode's set-up pass ran at fit start (KTO's on_fit_start calls the base's) and at validation start.
+    assert prepared == [dm, dm]
 
 
 def test_config_runs_fast_dev_run_with_kto_metrics(tmp_path):

@@ -32,3 +32,24 @@ def test_values_are_the_usual_definitions():
     assert out["rewards/accuracies"].item() == 0.5
     assert out["logps/chosen"].item() == -4.0
     assert out["logps/rejected"].item() == -5.0
+
+
+def test_states_made_under_inference_mode_stay_usable_in_training():
+    """trainer.validate before fit: states are reset (recreated) under inference mode, then updated in training."""
+    from lit_align.metrics import KTOMetrics, RewardModelMetrics
+
+    values = [torch.tensor([0.5, -0.2]), torch.tensor([0.1, 0.3]), torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.0])]
+    kto_args = (torch.tensor([0.5, -0.2]), torch.tensor([True, False]), torch.tensor([-1.0, -2.0]), torch.tensor(0.1), 0.1)
+    for metric, args in ((PreferenceMetrics(), values), (KTOMetrics(), kto_args), (RewardModelMetrics(), values[:2])):
+        with torch.inference_mode():
+            metric.update(*args)
+            metric.compute()
+            metric.reset()
+            metric.update(*args)
+        metric.update(*args)  # outside inference mode, as a training step after validate
+        before = metric.compute()
+        metric.reset()
+        metric.update(*args)
+        metric.update(*args)
+        for key, value in metric.compute().items():
+            torch.testing.assert_close(value, before[key])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lit_align.algorithms.base import use_fused_adam
+from lit_align.optim import use_fused_adam
 
 
 def params():

@@ -1,64 +1,38 @@
 """``AlignmentModule``: the shared LightningModule every algorithm subclasses.
 
 It owns what is not the algorithm: loading the policy (and its reference), the optimiser and LR
-schedule, logging under ``train/`` and ``val/``, checkpoint hygiene (the frozen reference is not
-written into checkpoints: it is rebuilt from ``model``) and export with ``save_pretrained``.
-A subclass implements ``compute_loss(batch, stage) -> (loss, logs)``.
+schedule, logging under ``train/`` and ``val/``, metric bookkeeping, the reference mode's set-up
+pass, checkpoint hygiene (what the reference mode rebuilds from ``model`` is left out of
+checkpoints) and export with ``save_pretrained``. The contract of a subclass (README, "Extending"):
+
+* must: ``compute_loss(batch, stage) -> (loss, logs)``;
+* may: ``connect(datamodule)`` (take what the algorithm needs from the data, once, before fit),
+  ``default_reference`` and ``supported_references`` (checked before the model loads),
+  ``configure_metrics()`` (a torchmetrics ``Metric`` fed by ``track_metrics``), ``algorithm_name()``,
+  ``reference_in_checkpoint`` (True when the reference is training state, e.g. a moving anchor),
+  ``load_start_model()`` (another kind of model, e.g. a reward model).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Literal
 
 import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import Metric
 
-from lit_align.errors import check_range
+from lit_align.errors import ConfigError, check_range
 from lit_align.head import HeadMode
 from lit_align.modeling import load_causal_lm, load_tokenizer
-from lit_align.policy import LoraSettings, PolicyWithReference, ReferenceMode
-from lit_align.reference_cache import precompute_reference
+from lit_align.optim import use_fused_adam, warmup_then_decay
+from lit_align.policy import REFERENCE_MODES, LoraSettings, PolicyWithReference, ReferenceMode, ReferenceSetup
 from lit_align.utils.dtypes import check_dtype
 
+# Kept for code written against the attribute-name filter; the reference mode now says what checkpoints leave out.
 REFERENCE_PREFIX = "policy.reference."
-
-
-def warmup_then_decay(warmup_steps: int, total_steps: int, schedule: str):
-    """LR multiplier: linear warmup to 1, then constant / linear to 0 / cosine to 0."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        if schedule == "linear":
-            return 1.0 - progress
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return factor
-
-
-def use_fused_adam(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """Switch Adam/AdamW to the fused kernel when the config left the implementation open.
-
-    One kernel over all parameters instead of per-tensor loops: 17 ms instead of 75 ms per step for
-    a 20M-parameter policy on CPU (``benchmarks/step_breakdown.py``). Set per parameter group after
-    construction rather than with ``fused=True``: the constructor also marks the optimiser as
-    unscaling gradients itself, which makes Lightning refuse gradient clipping under mixed
-    precision. Lightning unscales and clips before ``step``, so the fused kernel only ever sees
-    final gradients. An explicit ``fused`` or ``foreach`` in the config is left alone.
-    """
-    if not isinstance(optimizer, torch.optim.Adam):
-        return optimizer
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    supported = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    for group in optimizer.param_groups:
-        if supported and group.get("fused") is None and group.get("foreach") is None and not group.get("differentiable") and not group.get("capturable"):
-            group["fused"], group["foreach"] = True, False
-    return optimizer
+POLICY_PREFIX = "policy."  # where PolicyWithReference sits in this module's state dict
 
 
 class AlignmentModule(LightningModule):
@@ -84,6 +58,10 @@ class AlignmentModule(LightningModule):
     """
 
     default_reference: ClassVar[ReferenceMode] = "copy"
+    # Reference modes this algorithm can run with; another is refused before the model loads.
+    supported_references: ClassVar[tuple[str, ...]] = REFERENCE_MODES
+    # Why the others are refused, appended to the error (e.g. "ORPO is reference-free").
+    unsupported_reference_reason: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -105,6 +83,7 @@ class AlignmentModule(LightningModule):
         check_range(self, "warmup_ratio", warmup_ratio, 0, 1)
         check_range(self, "reference_batch_size", reference_batch_size, 1, integer=True)
         check_dtype(self, dtype)
+        self.check_reference(reference or self.default_reference)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
@@ -113,6 +92,28 @@ class AlignmentModule(LightningModule):
         if gradient_checkpointing:
             policy.gradient_checkpointing_enable()
         self.policy = PolicyWithReference(policy, reference or self.default_reference, lora, head_mode)
+        self._connected = False
+        metric = self.configure_metrics()
+        if metric is not None:
+            # Keyed by stage; "train" itself cannot be a ModuleDict key (it would shadow nn.Module.train).
+            self.metrics = nn.ModuleDict({"train_metrics": metric, "val_metrics": metric.clone()})
+
+    @classmethod
+    def check_reference(cls, mode: str) -> None:
+        """ConfigError unless ``mode`` is one of ``supported_references``."""
+        if mode in cls.supported_references:
+            return
+        reason = f": {cls.unsupported_reference_reason}" if cls.unsupported_reference_reason else ""
+        raise ConfigError(
+            f"{cls.__name__}: reference must be {' or '.join(cls.supported_references)}, got {mode!r}{reason}; "
+            f"set model.init_args.reference to one of them or leave it unset (default: {cls.default_reference!r})"
+        )
+
+    def configure_metrics(self) -> Metric | None:
+        """The torchmetrics ``Metric`` this algorithm tracks, or None. Called once by ``__init__`` (after
+        the policy is built, before the subclass's own attributes are set); the base keeps one copy per
+        stage and ``track_metrics`` feeds it. ``compute()`` returns a dict logged under ``train/``/``val/``."""
+        return None
 
     def load_start_model(self):
         """A fresh copy of the starting weights (``model``, with this module's dtype and trust settings)."""
@@ -129,7 +130,7 @@ class AlignmentModule(LightningModule):
         raise NotImplementedError
 
     def track_metrics(self, stage: str, *args: Any) -> dict[str, torch.Tensor]:
-        """Feed ``self.metrics[f"{stage}_metrics"]`` (a subclass's torchmetrics).
+        """Feed this stage's copy of the ``configure_metrics()`` metric with ``update(*args)``.
 
         Training returns this batch's values, logged per step; validation accumulates, and
         ``on_validation_epoch_end_metrics`` logs the exact epoch value (sum/count states).
@@ -159,14 +160,40 @@ class AlignmentModule(LightningModule):
             self.log_dict({f"{stage}/{k}": v.detach().float() for k, v in logs.items()}, on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
         return loss
 
+    # ----- what crosses from the data: one explicit step ------------------------------------------
+    def connect(self, datamodule: Any) -> None:
+        """Take what this algorithm needs from ``datamodule``, once, before fit/validate (KTO: the
+        label counts; online sampling: the sampling settings). ``python -m lit_align`` calls it before
+        fit/validate; a plain ``Trainer.fit(module, datamodule=dm)`` gets it from ``setup``.
+        Overrides call ``super().connect(datamodule)`` first. Nothing reaches through the trainer."""
+        self._connected = True
+
+    def setup(self, stage: str) -> None:
+        if not self._connected:
+            self.connect(self.trainer.datamodule)
+
+    def reference_setup(self, batch_size: int | None = None, prefix_sharing: bool | None = None) -> ReferenceSetup:
+        """What the reference mode's set-up pass needs from this module and its trainer, passed explicitly."""
+        trainer = self._trainer  # None outside fit/validate (scripts, tests)
+        return ReferenceSetup(
+            model_name=self.model_name,
+            dtype=self.hparams.get("dtype"),
+            load_model=self.load_start_model,
+            device=self.device,
+            batch_size=self.hparams.reference_batch_size if batch_size is None else batch_size,
+            prefix_sharing=bool(getattr(self, "prefix_sharing", False)) if prefix_sharing is None else prefix_sharing,
+            precision=str(trainer.precision) if trainer is not None else "32-true",
+            forward_context=trainer.precision_plugin.forward_context if trainer is not None else None,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+
     def on_fit_start(self) -> None:
-        # reference='precomputed': one no-grad pass over the data (cached on disk) before any step.
-        if self.policy.mode == "precomputed":
-            precompute_reference(self, self.trainer.datamodule, self.hparams.reference_batch_size)
+        # e.g. reference='precomputed': one no-grad pass over the data (cached on disk) before any step.
+        self.policy.prepare(self.reference_setup(), self.trainer.datamodule)
 
     def on_validation_start(self) -> None:
-        if self.policy.mode == "precomputed":
-            precompute_reference(self, self.trainer.datamodule, self.hparams.reference_batch_size)
+        self.policy.prepare(self.reference_setup(), self.trainer.datamodule)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -190,12 +217,22 @@ class AlignmentModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----- checkpoint hygiene ------------------------------------------------------------------
+    @property
+    def reference_in_checkpoint(self) -> bool:
+        """Whether the reference is training state to keep in checkpoints (a moving anchor); by default
+        it is rebuilt from ``model`` on load, and storing it would double the checkpoint size."""
+        return False
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The reference is frozen and rebuilt from `model` on load: storing it doubles checkpoint size.
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(REFERENCE_PREFIX)}
+        if not self.reference_in_checkpoint:
+            for key in self.policy.checkpoint_left_out(checkpoint["state_dict"], POLICY_PREFIX):
+                del checkpoint["state_dict"][key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"].update({k: v for k, v in self.state_dict().items() if k.startswith(REFERENCE_PREFIX)})
+        # Fill only what the checkpoint lacks: a reference saved as training state is kept.
+        state = self.state_dict()
+        for key in self.policy.checkpoint_left_out(state, POLICY_PREFIX):
+            checkpoint["state_dict"].setdefault(key, state[key])
 
     # ----- export ------------------------------------------------------------------------------
     def export(self, directory: str, tokenizer: Any = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
@@ -204,17 +241,16 @@ class AlignmentModule(LightningModule):
         ``state_dict``: this module's full (unsharded) state, e.g. gathered from FSDP shards; the
         policy is then rebuilt unsharded from ``model`` and loaded with it before saving.
         """
-        policy = self.policy
         if state_dict is not None:
-            prefix = "policy.policy."
+            prefix = POLICY_PREFIX + "policy."
             weights = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
             fresh = self.load_start_model()
-            policy = PolicyWithReference(fresh, "adapter" if self.policy.mode == "adapter" else "none", self.hparams.get("lora") if self.policy.mode == "adapter" else None)
-            missing, unexpected = policy.policy.load_state_dict(weights, strict=False)
+            policy = self.policy.strategy.wrap_policy(fresh)  # the trained structure (LoRA layers with `adapter`)
+            missing, unexpected = policy.load_state_dict(weights, strict=False)
             tied = getattr(fresh.config, "tie_word_embeddings", False)
             missing = [k for k in missing if not (tied and k.endswith("lm_head.weight"))]  # tied: stored once
             if missing or unexpected:
                 raise RuntimeError(f"export: the gathered state does not fit {self.model_name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        policy.export_model().save_pretrained(directory, safe_serialization=True)
+        self.policy.export_model(policy if state_dict is not None else None).save_pretrained(directory, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)

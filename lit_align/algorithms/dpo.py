@@ -6,13 +6,13 @@ from typing import Any
 
 import torch
 
-from lit_align.algorithms.pairwise import PairLogps, PairwiseAlignmentModule
+from lit_align.algorithms.pairwise import PairLogps, PairwiseAlignmentModule, PairwiseOutput
 from lit_align.errors import check_range
-from lit_align.losses import DPOOutput, dpo_loss
+from lit_align.losses import dpo_loss
 
 
 class DPO(PairwiseAlignmentModule):
-    """Direct Preference Optimization with the sigmoid loss (Eq. 7).
+    """Direct Preference Optimization with the sigmoid loss (Eq. 7). Needs reference log-probs.
 
     Args:
         beta: KL-regularisation strength > 0; 0.1 in the paper (0.5 for summarisation).
@@ -27,6 +27,9 @@ class DPO(PairwiseAlignmentModule):
         **kwargs: See ``AlignmentModule``.
     """
 
+    supported_references = ("copy", "precomputed", "adapter")
+    unsupported_reference_reason = "the DPO loss is a log-ratio against the reference, so it needs reference log-probs"
+
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, nll_weight: float = 0.0, **kwargs: Any) -> None:
         check_range(self, "beta", beta, 0.0, low_open=True)
         check_range(self, "label_smoothing", label_smoothing, 0.0, 0.5, high_open=True)
@@ -36,8 +39,8 @@ class DPO(PairwiseAlignmentModule):
         self.label_smoothing = label_smoothing
         self.nll_weight = nll_weight
 
-    def pair_loss(self, logps: PairLogps) -> tuple[DPOOutput, dict[str, torch.Tensor]]:
-        out = dpo_loss(logps.policy_chosen.sum, logps.policy_rejected.sum, logps.reference_chosen.sum, logps.reference_rejected.sum, self.beta, self.label_smoothing)
+    def pair_loss(self, logps: PairLogps) -> tuple[PairwiseOutput, dict[str, torch.Tensor]]:
+        out = PairwiseOutput(*dpo_loss(logps.policy_chosen.sum, logps.policy_rejected.sum, logps.reference_chosen.sum, logps.reference_rejected.sum, self.beta, self.label_smoothing))
         if not self.nll_weight:
             return out, {}
         nll = -logps.policy_chosen.mean

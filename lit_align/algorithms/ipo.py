@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from lit_align.algorithms.pairwise import PairLogps, PairwiseAlignmentModule
+from lit_align.algorithms.pairwise import PairLogps, PairwiseAlignmentModule, PairwiseOutput
 from lit_align.errors import check_range
-from lit_align.losses import DPOOutput, ipo_loss
+from lit_align.losses import ipo_loss
 
 
 class IPO(PairwiseAlignmentModule):
@@ -24,15 +24,18 @@ class IPO(PairwiseAlignmentModule):
         **kwargs: See ``AlignmentModule``.
     """
 
+    supported_references = ("copy", "precomputed", "adapter")
+    unsupported_reference_reason = "the IPO loss regresses the log-ratio against the reference, so it needs reference log-probs"
+
     def __init__(self, tau: float = 0.1, length_normalize: bool = False, **kwargs: Any) -> None:
         check_range(self, "tau", tau, 0.0, low_open=True)
         super().__init__(**kwargs)
         self.tau = tau
         self.length_normalize = length_normalize
 
-    def pair_loss(self, logps: PairLogps) -> tuple[DPOOutput, dict[str, torch.Tensor]]:
+    def pair_loss(self, logps: PairLogps) -> tuple[PairwiseOutput, dict[str, torch.Tensor]]:
         pick = (lambda s: s.mean) if self.length_normalize else (lambda s: s.sum)
-        out = ipo_loss(*(pick(s) for s in logps), tau=self.tau)
+        out = PairwiseOutput(*ipo_loss(*(pick(s) for s in logps), tau=self.tau))
         if self.length_normalize:
             # The loss used per-token means; the logged implicit reward stays tau * summed log-ratio.
             chosen, rejected, ref_chosen, ref_rejected = logps

@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 import torch
 
-from lit_align.algorithms.pairwise import PairLogps, PairwiseAlignmentModule
+from lit_align.algorithms.pairwise import PairLogps, PairwiseAlignmentModule, PairwiseOutput
 from lit_align.data.batches import PairwiseBatch
 from lit_align.errors import ConfigError, check_range
-from lit_align.losses import ORPOOutput, orpo_loss
+from lit_align.losses import orpo_loss
 from lit_align.ops import SequenceLogps
 
 NLLTokens = Literal["completion", "prompt_and_completion"]
@@ -35,10 +35,10 @@ class ORPO(PairwiseAlignmentModule):
     """
 
     default_reference = "none"
+    supported_references = ("none",)
+    unsupported_reference_reason = "ORPO is reference-free (no reference model is built or held)"
 
     def __init__(self, odds_ratio_weight: float = 0.1, nll_tokens: NLLTokens = "completion", **kwargs: Any) -> None:
-        if kwargs.get("reference") not in (None, "none"):
-            raise ConfigError("ORPO is reference-free; leave `reference` unset (it is 'none')")
         check_range(self, "odds_ratio_weight", odds_ratio_weight, 0.0)
         if nll_tokens not in ("completion", "prompt_and_completion"):
             raise ConfigError(f"ORPO: nll_tokens must be 'completion' (the paper) or 'prompt_and_completion' (the authors' code, TRL), got {nll_tokens!r}")
@@ -57,8 +57,8 @@ class ORPO(PairwiseAlignmentModule):
             self._chosen_prompt = self.policy.policy_logps(batch.input_ids[:n], batch.attention_mask[:n], prompt_mask.to(batch.loss_mask.dtype))
         return logps
 
-    def pair_loss(self, logps: PairLogps) -> tuple[ORPOOutput, dict[str, torch.Tensor]]:
+    def pair_loss(self, logps: PairLogps) -> tuple[PairwiseOutput, dict[str, torch.Tensor]]:
         chosen_prompt, self._chosen_prompt = self._chosen_prompt, None
         out = orpo_loss(logps.policy_chosen, logps.policy_rejected, self.odds_ratio_weight, chosen_prompt)
         logs = {"nll_loss": out.nll_losses.mean(), "log_odds_ratio": -out.odds_ratio_losses.mean(), "log_odds_chosen": out.log_odds.mean()}
-        return out, {name: value.detach() for name, value in logs.items()}
+        return PairwiseOutput(out.losses, out.chosen_rewards, out.rejected_rewards), {name: value.detach() for name, value in logs.items()}

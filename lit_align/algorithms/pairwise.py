@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-from torch import nn
 
 from lit_align.algorithms.base import AlignmentModule
 from lit_align.data.batches import PairwiseBatch
-from lit_align.losses import DPOOutput
 from lit_align.metrics import PreferenceMetrics
 from lit_align.ops import SequenceLogps
 from lit_align.prefix_sharing import pair_layout
@@ -24,12 +22,22 @@ class PairLogps(NamedTuple):
     reference_rejected: SequenceLogps | None
 
 
+class PairwiseOutput(NamedTuple):
+    """What ``pair_loss`` returns, whatever the method: per-pair ``losses`` [B] (their mean is the
+    batch loss) and the implicit rewards of the chosen and rejected completions [B] (detached), which
+    ``PreferenceMetrics`` logs as ``rewards/chosen|rejected|margins|accuracies``."""
+
+    losses: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+
+
 def _halves(logps: SequenceLogps, n: int) -> tuple[SequenceLogps, SequenceLogps]:
     return SequenceLogps(logps.sum[:n], logps.count[:n]), SequenceLogps(logps.sum[n:], logps.count[n:])
 
 
 class PairwiseAlignmentModule(AlignmentModule):
-    """Subclasses implement ``pair_loss(logps) -> (DPOOutput, extra logs)``; this class runs chosen
+    """Subclasses implement ``pair_loss(logps) -> (PairwiseOutput, extra logs)``; this class runs chosen
     and rejected through one forward, reduces the loss, and keeps the implicit-reward metrics.
 
     Args:
@@ -45,8 +53,9 @@ class PairwiseAlignmentModule(AlignmentModule):
     def __init__(self, *args: Any, prefix_sharing: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.prefix_sharing = prefix_sharing
-        # Keyed by stage; "train" itself cannot be a ModuleDict key (it would shadow nn.Module.train).
-        self.metrics = nn.ModuleDict({"train_metrics": PreferenceMetrics(), "val_metrics": PreferenceMetrics()})
+
+    def configure_metrics(self) -> PreferenceMetrics:
+        return PreferenceMetrics()
 
     def pair_logps(self, batch: PairwiseBatch) -> PairLogps:
         n = batch.num_pairs
@@ -59,7 +68,7 @@ class PairwiseAlignmentModule(AlignmentModule):
         reference = _halves(self.policy.reference_logps(*rows, batch=batch, layout=layout), n)
         return PairLogps(*policy, *reference)
 
-    def pair_loss(self, logps: PairLogps) -> tuple[DPOOutput, dict[str, torch.Tensor]]:
+    def pair_loss(self, logps: PairLogps) -> tuple[PairwiseOutput, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def compute_loss(self, batch: PairwiseBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from lit_align.algorithms.base import AlignmentModule
 from lit_align.data.batches import PairwiseBatch
-from lit_align.errors import ConfigError, check_range
+from lit_align.errors import check_range
 from lit_align.losses import bradley_terry_loss
 from lit_align.metrics.reward_model import GoldRankCorrelation, RewardModelMetrics
 from lit_align.modeling import load_tokenizer
@@ -47,10 +46,10 @@ class RewardModel(AlignmentModule):
     """
 
     default_reference = "none"
+    supported_references = ("none",)
+    unsupported_reference_reason = "a reward model has no reference policy"
 
     def __init__(self, margin: float = 0.0, center_coefficient: float = 0.0, gold_reward: RewardFunction | None = None, **kwargs: Any) -> None:
-        if kwargs.get("reference") not in (None, "none"):
-            raise ConfigError(f"RewardModel: reference must be 'none' (a reward model has no reference policy), got {kwargs['reference']!r}; remove model.init_args.reference")
         check_range(self, "margin", margin, 0.0, None)
         check_range(self, "center_coefficient", center_coefficient, 0.0, None)
         super().__init__(**kwargs)
@@ -58,9 +57,10 @@ class RewardModel(AlignmentModule):
         self.center_coefficient = center_coefficient
         self.gold_reward = gold_reward
         self.tokenizer = load_tokenizer(self.model_name, self.hparams.get("trust_remote_code", False))
-        # Keyed by stage; "train" itself cannot be a ModuleDict key (it would shadow nn.Module.train).
-        self.metrics = nn.ModuleDict({"train_metrics": RewardModelMetrics(), "val_metrics": RewardModelMetrics()})
         self.gold_correlation = GoldRankCorrelation() if gold_reward is not None else None
+
+    def configure_metrics(self) -> RewardModelMetrics:
+        return RewardModelMetrics()
 
     def load_start_model(self):
         """The backbone of ``model`` with a one-output head (``build_sequence_classifier``)."""

@@ -15,6 +15,8 @@ class SFT(AlignmentModule):
     """Token-level NLL on completions (prompt tokens masked). Holds no reference model."""
 
     default_reference = "none"
+    supported_references = ("none",)
+    unsupported_reference_reason = "SFT is plain maximum likelihood and never reads a reference"
 
     def compute_loss(self, batch: SequenceBatch, stage: str) -> tuple[torch.Tensor, dict[str, Any]]:
         logps = self.policy.policy_logps(batch.input_ids, batch.attention_mask, batch.loss_mask)

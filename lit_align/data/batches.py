@@ -11,7 +11,10 @@ from lit_align.ops import SequenceLogps
 
 @dataclass
 class SequenceBatch:
-    """Prompt+completion sequences; ``loss_mask`` is 1 on completion tokens only. Used by SFT."""
+    """Prompt+completion sequences; ``loss_mask`` is 1 on completion tokens only. Used by SFT.
+
+    ``len(batch)`` is the number of examples for every batch type (here one row each).
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -40,6 +43,10 @@ class PairwiseBatch(SequenceBatch):
     @property
     def num_pairs(self) -> int:
         return self.input_ids.shape[0] // 2
+
+    def __len__(self) -> int:
+        """The number of pairs (examples), not rows: ``len`` counts examples for every batch type."""
+        return self.num_pairs
 
 
 @dataclass

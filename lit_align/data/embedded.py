@@ -21,41 +21,17 @@ import torch
 from datasets import Dataset, load_from_disk
 from lightning.pytorch.utilities import rank_zero_info
 
+# cache_root/model_fingerprint live in lit_align.cache (reference_cache needs them without importing
+# the data layer); re-exported here for code that imported them from this module.
+from lit_align.cache import cache_root, model_fingerprint  # noqa: F401
 from lit_align.data.feedback import select_pair
 from lit_align.embedded.task import make_demonstrations, make_prompts
 from lit_align.generation import sample_completions
-from lit_align.modeling import is_embedded, load_causal_lm, load_tokenizer
+from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.rewards.sentiment import LexiconSentimentReward
 
 SPLIT_SEED_OFFSET = {"train": 0, "validation": 1_000_003, "test": 2_000_003}
 TEACHER_POSITIVITY = 0.9
-
-
-def cache_root() -> str:
-    """Where generated artefacts live (sampled pairs, precomputed reference log-probs).
-
-    ``$LIT_ALIGN_CACHE`` if set (tests point it at a temp dir), else ``$XDG_CACHE_HOME/lit_align``
-    (``~/.cache/lit_align``), like Hugging Face's cache: independent of the current directory, so a
-    run from another folder reuses what was generated instead of silently sampling it again. Entries
-    are keyed by what made them (model fingerprint, sizes, seed); deleting the folder is always safe.
-    """
-    if os.environ.get("LIT_ALIGN_CACHE"):
-        return os.path.expanduser(os.environ["LIT_ALIGN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "lit_align")
-
-
-def model_fingerprint(name: str) -> str:
-    """Identifies a model's weights cheaply, so a retrained SFT model invalidates sampled pairs."""
-    if is_embedded(name) or not os.path.isdir(name):
-        return name
-    parts = []
-    for file in sorted(os.listdir(name)):
-        if file.endswith((".safetensors", ".bin", ".json")):
-            stat = os.stat(os.path.join(name, file))
-            parts.append(f"{file}:{stat.st_size}:{stat.st_mtime_ns}")
-    # Absolute: the same relative name (data/embedded/sft) in two folders is two different models.
-    return os.path.abspath(name) + "|" + ",".join(parts)
 
 
 def _cached(kind: str, params: dict, build) -> Dataset:

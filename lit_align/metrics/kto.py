@@ -36,15 +36,20 @@ class KTOMetrics(Metric):
         rewards, logps, desirable = rewards.detach().double(), policy_logps.detach().double(), desirable.bool()
         undesirable = ~desirable
         threshold = beta * kl.detach().double()
-        self.rewards_desirable += rewards[desirable].sum()
-        self.rewards_undesirable += rewards[undesirable].sum()
-        self.logps_desirable += logps[desirable].sum()
-        self.logps_undesirable += logps[undesirable].sum()
-        self.correct += ((rewards > threshold) & desirable).sum() + ((rewards < threshold) & undesirable).sum()
-        self.kl += kl.detach().double()
-        self.desirable += desirable.sum()
-        self.undesirable += undesirable.sum()
-        self.batches += 1
+        values = {
+            "rewards_desirable": rewards[desirable].sum(),
+            "rewards_undesirable": rewards[undesirable].sum(),
+            "logps_desirable": logps[desirable].sum(),
+            "logps_undesirable": logps[undesirable].sum(),
+            "correct": ((rewards > threshold) & desirable).sum() + ((rewards < threshold) & undesirable).sum(),
+            "kl": kl.detach().double(),
+            "desirable": desirable.sum(),
+            "undesirable": undesirable.sum(),
+            "batches": 1,
+        }
+        # Out of place: states made under inference mode (a validate before fit) stay usable in training.
+        for name, value in values.items():
+            setattr(self, name, getattr(self, name) + value)
 
     def compute(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

@@ -36,7 +36,8 @@ class PreferenceMetrics(Metric):
         for name, value in zip(self.names, values):
             state = name.replace("/", "_")
             setattr(self, state, getattr(self, state) + value.sum())
-        self.pairs += chosen_rewards.numel()
+        # Out of place: states made under inference mode (a validate before fit) stay usable in training.
+        self.pairs = self.pairs + chosen_rewards.numel()
 
     def compute(self) -> dict[str, torch.Tensor]:
         count = self.pairs.clamp(min=1).double()
