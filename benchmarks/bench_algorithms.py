@@ -204,8 +204,9 @@ def run_trl(args, run: Run, data: str, timer: StepTimer) -> dict:
         seed=0,
     )
     dataset = load_dataset("json", data_files=data, split="train")
-    # A frozen copy, as TRL makes from a hub name (it cannot rebuild an in-memory model by name).
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    # Live reference: a frozen copy, as TRL makes from a hub name (it cannot rebuild an in-memory
+    # model by name). Precomputed: none, as TRL holds none then (its pass runs the untrained policy).
+    reference = copy.deepcopy(policy).eval().requires_grad_(False) if run.reference != "precomputed" else None
     trainer = DPOTrainer(model=policy, ref_model=reference, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[Timing()])
     start = time.perf_counter()
     trainer.train()
