@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_align.ops import pad_left
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How online samples are drawn: ``num_samples`` per prompt (BOND's N), at most
+    ``max_new_tokens`` tokens each, at ``temperature``, with seeds derived from ``seed``.
+    ``BestOfNDataModule`` declares them; the algorithm that samples receives them in its
+    ``connect`` step."""
+
+    num_samples: int
+    max_new_tokens: int
+    temperature: float = 1.0
+    seed: int = 0
 
 
 def cut_at_eos(ids: list[int], eos_token_id: int | None) -> list[int]:

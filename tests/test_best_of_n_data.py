@@ -10,6 +10,7 @@ import torch
 from lit_align.data.batches import BestOfNBatch
 from lit_align.data.best_of_n import BestOfNDataModule, build_best_of_n_rows
 from lit_align.data.tokenize import DataError
+from lit_align.generation import SamplingSettings
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.rewards import LexiconSentimentReward
 
@@ -61,25 +62,14 @@ def test_columns_can_be_mapped(tmp_path):
     assert dm.resolved_mode == "offline" and dm.collate(dm.train_examples).rewards.shape == (2, 2)
 
 
-def test_online_sampling_is_reproducible_under_a_seed():
-    dm = BestOfNDataModule(dataset="embedded:prompts", num_examples=8, num_val_examples=4, num_samples=3, max_new_tokens=8, batch_size=4)
+def test_online_data_serves_prompts_and_declares_its_sampling_settings():
+    dm = BestOfNDataModule(dataset="embedded:prompts", num_examples=8, num_val_examples=4, num_samples=3, max_new_tokens=8, temperature=0.7, batch_size=4, seed=5)
     dm.setup("fit")
     assert dm.resolved_mode == "online"
     batch = dm.collate(dm.train_examples[:4])
-    assert not batch.has_completions
-    model = load_causal_lm("embedded:micro", dm.tokenizer)
-    reward = LexiconSentimentReward()
-    state = torch.get_rng_state()
-    first = dm.complete(batch, model, reward, seed=7)
-    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG stream is untouched
-    again = dm.complete(batch, model, reward, seed=7)
-    other = dm.complete(batch, model, reward, seed=8)
-    assert first.num_samples == 3 and len(first.completion_ids) == 4
-    assert first.completion_ids == again.completion_ids and torch.equal(first.rewards, again.rewards)
-    assert first.completion_ids != other.completion_ids
-    # Rewards are those of the decoded samples.
-    texts = [dm.tokenizer.decode(c, skip_special_tokens=True).strip() for c in first.completion_ids[0]]
-    assert first.rewards[0].tolist() == reward([batch.prompt_texts[0]] * 3, texts).tolist()
+    assert not batch.has_completions and len(batch) == 4 and all(ids[0] == dm.tokenizer.bos_token_id for ids in batch.prompt_ids)
+    assert dm.sampling_settings() == SamplingSettings(num_samples=3, max_new_tokens=8, temperature=0.7, seed=5)
+    assert not hasattr(dm, "complete") and not hasattr(dm, "sample")  # sampling is the algorithm's (OnlineSampling)
 
 
 def test_built_offline_rows_round_trip_through_the_datamodule(tmp_path):

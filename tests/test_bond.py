@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import math
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 from lightning import Trainer
 
 from lit_align.algorithms import BOND, JBOND
-from lit_align.algorithms.base import REFERENCE_PREFIX
 from lit_align.callbacks import BestOfNEvaluation
 from lit_align.data.batches import BestOfNBatch
 from lit_align.data.best_of_n import BestOfNDataModule
 from lit_align.errors import ConfigError
+from lit_align.generation import SamplingSettings
 from lit_align.utils.scalars import last, read_scalars
 from tests.conftest import REPO, run_cli
+
+REFERENCE_PREFIX = "policy.reference."  # the anchor's keys in a checkpoint's state dict
 
 SMALL_DATA = [
     "--model.init_args.model=embedded:tiny",
@@ -33,8 +36,7 @@ SMALL_DATA = [
 @pytest.mark.parametrize("algorithm", ["bond", "jbond"])
 def test_config_fast_dev_run(algorithm, tmp_path):
     cli = run_cli(
-        ["fit", "--config", os.path.join(REPO, "configs/base.yaml"), "--config", os.path.join(REPO, "configs/data/embedded_best_of_n.yaml"),
-         "--config", os.path.join(REPO, f"configs/algorithm/{algorithm}.yaml"), *SMALL_DATA],
+        ["fit", "--config", os.path.join(REPO, f"configs/{algorithm}.yaml"), *SMALL_DATA],
         str(tmp_path),
     )
     assert type(cli.model).__name__.lower() == algorithm
@@ -114,8 +116,7 @@ def test_evaluation_of_the_untrained_policy_is_the_reference():
 @pytest.mark.slow
 def test_jbond_moves_the_sft_model_toward_best_of_n(embedded_sft_model, tmp_path):
     cli = run_cli(
-        ["fit", "--config", os.path.join(REPO, "configs/base.yaml"), "--config", os.path.join(REPO, "configs/data/embedded_best_of_n.yaml"),
-         "--config", os.path.join(REPO, "configs/algorithm/jbond.yaml"), f"--model.init_args.model={embedded_sft_model}",
+        ["fit", "--config", os.path.join(REPO, "configs/jbond.yaml"), f"--model.init_args.model={embedded_sft_model}",
          "--data.init_args.num_examples=320", "--data.init_args.num_val_examples=32", "--data.init_args.max_new_tokens=16",
          "--trainer.enable_progress_bar=false"],
         str(tmp_path),
@@ -132,24 +133,17 @@ def test_jbond_moves_the_sft_model_toward_best_of_n(embedded_sft_model, tmp_path
 # ----- compute_loss wiring, with a stubbed sampler ------------------------------------------------
 
 
-class StubData:
-    """Stands in for BestOfNDataModule: ``sample`` returns fixed token ids by (who samples, how many)
-    and records every call; the rewards of those ids come from ``REWARD_OF``."""
+class StubSampler:
+    """Stands in for ``OnlineSampling.sample``: fixed token ids by (who samples, how many), every call
+    recorded; the rewards of those ids come from ``REWARD_OF``."""
 
-    seed = 0
-    tokenizer = None
-
-    def __init__(self, module, num_samples):
-        self.module, self.num_samples, self.calls = module, num_samples, []
+    def __init__(self, module):
+        self.module, self.calls = module, []
 
     def sample(self, model, prompt_ids, num_samples, seed=None):
         who = "anchor" if model is self.module.policy.reference else "policy" if model is self.module.policy.policy else "?"
         self.calls.append((who, num_samples, seed))
         return [[list(STUB_SAMPLES[(who, num_samples)][b][i]) for i in range(num_samples)] for b in range(len(prompt_ids))]
-
-    def complete(self, batch, model, reward, seed=None, num_samples=None):
-        samples = self.sample(model, batch.prompt_ids, self.num_samples, seed)
-        return BestOfNBatch(batch.prompt_ids, batch.prompt_texts, samples, stub_scores(None, None, batch.prompt_texts, samples))
 
 
 # Token ids -> reward. One prompt; N = 3 anchor samples, k = 2 policy samples, m = 4 quantile samples
@@ -172,11 +166,12 @@ LOGPS = (torch.tensor([-1.5]), torch.tensor([[-2.0, -3.0]]), torch.tensor([[-2.5
 
 def wire(module, monkeypatch, loss_name, num_samples=3):
     import lit_align.algorithms.bond as bond_module
-    import lit_align.algorithms.bond_base as base_module
+    import lit_align.algorithms.online_sampling as sampling_module
 
-    data = StubData(module, num_samples)
-    monkeypatch.setattr(type(module), "data", property(lambda self: data))
-    monkeypatch.setattr(base_module, "score_completions", stub_scores)
+    data = StubSampler(module)
+    module.connect(SimpleNamespace(sampling_settings=lambda: SamplingSettings(num_samples=num_samples, max_new_tokens=6)))
+    monkeypatch.setattr(module, "sample", data.sample)
+    monkeypatch.setattr(sampling_module, "score_completions", stub_scores)
     seen = {}
 
     def sequence_logps(batch, samples):

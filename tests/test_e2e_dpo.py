@@ -16,9 +16,7 @@ def test_dpo_raises_accuracy_and_true_reward(embedded_sft_model, tmp_path):
     cli = run_cli(
         [
             "fit",
-            "--config", os.path.join(REPO, "configs/base.yaml"),
-            "--config", os.path.join(REPO, "configs/data/embedded_pairs.yaml"),
-            "--config", os.path.join(REPO, "configs/algorithm/dpo.yaml"),
+            "--config", os.path.join(REPO, "configs/dpo.yaml"),
             f"--model.init_args.model={embedded_sft_model}",
             "--data.init_args.num_examples=1200",
             "--trainer.enable_progress_bar=false",

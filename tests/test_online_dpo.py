@@ -12,7 +12,8 @@ from lightning import Trainer
 
 from lit_align.algorithms import OnlineDPO
 from lit_align.algorithms.online_dpo import label_pairs
-from lit_align.data.best_of_n import BestOfNDataModule, score_completions
+from lit_align.data.best_of_n import BestOfNDataModule
+from lit_align.scoring import score_completions
 from lit_align.losses import dpo_loss
 from lit_align.ops import sequence_logps
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
@@ -37,8 +38,9 @@ def prompts_data(n=8, batch_size=8, max_new_tokens=8):
 
 
 def attached(module, datamodule, step=0):
-    # compute_loss outside a Trainer: it reads only the datamodule, the step and the rank.
-    module.trainer = SimpleNamespace(datamodule=datamodule, global_step=step, global_rank=0)
+    # compute_loss outside a Trainer: the connect step (sampling settings), the step and the rank.
+    module.connect(datamodule)
+    module.trainer = SimpleNamespace(global_step=step, global_rank=0)
     return module
 
 
@@ -58,15 +60,15 @@ def test_sampled_pairs_prefer_the_higher_reward_and_count_ties():
     module = attached(OnlineDPO(model="embedded:micro", reward=reward, num_samples=3), datamodule)
     pairs, logs = module.sample_pairs(batch, "train")
     # The same draws, scored independently: how many prompts tie.
-    filled = datamodule.complete(batch, module.policy.policy, reward, seed=module._seed("train"), num_samples=3)
-    ties = int((filled.rewards.max(-1).values == filled.rewards.min(-1).values).sum())
+    _, rewards = module.sample_and_score(module.policy.policy, batch, 3, seed=module._seed("train"))
+    ties = int((rewards.amax(-1) == rewards.amin(-1)).sum())
     assert 0 < ties < len(batch)  # the test exercises both cases
     assert logs["online/ties"].item() == ties and logs["online/pairs"].item() == len(batch) - ties == pairs.num_pairs
     completions = [row[mask.bool()].tolist() for row, mask in zip(pairs.input_ids, pairs.loss_mask)]
     scores = score_completions(datamodule.tokenizer, reward, [""] * len(completions), [[c] for c in completions]).flatten()
     n = pairs.num_pairs
     assert bool((scores[:n] > scores[n:]).all())
-    assert logs["online/reward"].item() == pytest.approx(filled.rewards.mean().item())
+    assert logs["online/reward"].item() == pytest.approx(rewards.mean().item())
 
 
 def test_a_batch_of_ties_gives_no_update():
@@ -120,11 +122,12 @@ def test_sample_interval_draws_from_a_snapshot_refreshed_every_k_steps():
 def test_short_run_raises_the_sampled_gold_reward():
     datamodule, _ = prompts_data(n=256, batch_size=16)
     module = OnlineDPO(model="embedded:micro", beta=0.1, optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3), warmup_ratio=0.0, lr_schedule="constant")
+    module.connect(datamodule)  # to sample before fit; fit's set-up keeps this connection
     held_out = datamodule.val_examples + datamodule.train_examples[-28:]  # 32 prompts, fixed draws
 
     def sampled_reward() -> float:
-        samples = datamodule.sample(module.policy.policy, [e["prompt_ids"] for e in held_out], 4, seed=123)
-        return score_completions(datamodule.tokenizer, LexiconSentimentReward(), [e["prompt_text"] for e in held_out], samples).mean().item()
+        samples = module.sample(module.policy.policy, [e["prompt_ids"] for e in held_out], 4, seed=123)
+        return score_completions(module.tokenizer, LexiconSentimentReward(), [e["prompt_text"] for e in held_out], samples).mean().item()
 
     before = sampled_reward()
     trainer = Trainer(max_steps=15, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)

@@ -1,4 +1,4 @@
-"""The trainer presets (configs/trainer/*.yaml) compose with the base/data/algorithm configs and run."""
+"""The trainer presets (configs/trainer/*.yaml) compose with a recipe (configs/dpo.yaml) and run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from lit_align.callbacks import PaddingStats
 from lit_align.fsdp import decoder_layers
 from tests.conftest import REPO, run_cli
 
-BASE = ["--config", os.path.join(REPO, "configs/base.yaml"), "--config", os.path.join(REPO, "configs/data/embedded_pairs.yaml"), "--config", os.path.join(REPO, "configs/algorithm/dpo.yaml")]
+BASE = ["--config", os.path.join(REPO, "configs/dpo.yaml")]
 SMALL = ["--model.init_args.model=embedded:micro", "--data.init_args.num_examples=24", "--data.init_args.num_val_examples=8", "--data.init_args.batch_size=4", "--trainer.fast_dev_run=2", "--trainer.enable_progress_bar=false"]
 
 

@@ -3,13 +3,13 @@ log-probs, and the anchor's life cycle. The objectives live in ``algorithms/bond
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from lit_align.algorithms.base import REFERENCE_PREFIX, AlignmentModule
+from lit_align.algorithms.base import AlignmentModule
+from lit_align.algorithms.online_sampling import OnlineSampling
 from lit_align.data.batches import BestOfNBatch
-from lit_align.data.best_of_n import BestOfNDataModule, score_completions
 from lit_align.data.collate import sequences_with_mask
 from lit_align.errors import ConfigError, check_range
 from lit_align.losses.bond import quantile_estimate
@@ -19,12 +19,13 @@ from lit_align.rewards import LexiconSentimentReward, RewardFunction
 ANCHOR_STREAM, POLICY_STREAM, QUANTILE_STREAM = 0, 1, 2
 
 
-class BestOfNDistillation(AlignmentModule):
+class BestOfNDistillation(OnlineSampling, AlignmentModule):
     """Shared part of BOND and J-BOND.
 
     Each training step draws, for B prompts, N anchor samples (online mode; offline data bring
     their own) and k policy samples, scores them with ``reward``, and runs one forward over the
-    best anchor samples and the policy samples together.
+    best anchor samples and the policy samples together. N, the generation budget and the
+    temperature are the ``BestOfNDataModule``'s, received once in ``connect`` (``OnlineSampling``).
 
     The anchor is ``policy.reference`` (mode ``copy``). When it moves (iterative BOND, J-BOND) it is
     no longer the initial model, so unlike other algorithms it is kept in checkpoints.
@@ -38,13 +39,14 @@ class BestOfNDistillation(AlignmentModule):
         **kwargs: See ``AlignmentModule`` (``reference`` must stay ``copy``: it is the anchor).
     """
 
+    supported_references: ClassVar[tuple[str, ...]] = ("copy",)
+    # It samples from the anchor and (iterative BOND, J-BOND) moves it: that needs a model of its own.
+    unsupported_reference_reason: ClassVar[str] = "it samples from its reference (the anchor) and may move it, so the anchor must be a separate model"
+
     def __init__(self, reward: RewardFunction | None = None, num_policy_samples: int = 2, beta: float = 0.5, **kwargs: Any) -> None:
         check_range(self, "beta", beta, 0.0, 1.0)
         check_range(self, "num_policy_samples", num_policy_samples, 1, integer=True)
         super().__init__(**kwargs)
-        if self.policy.mode != "copy":
-            # It samples from the anchor and (iterative BOND, J-BOND) moves it: that needs a model of its own.
-            raise ConfigError(f"{type(self).__name__} samples from its reference/anchor, which must be a separate model: use reference='copy', not {self.policy.mode!r}")
         self.reward = reward or LexiconSentimentReward()
         self.num_policy_samples = int(num_policy_samples)
         self.beta = beta
@@ -53,43 +55,36 @@ class BestOfNDistillation(AlignmentModule):
     def anchor_moves(self) -> bool:
         return False
 
-    def training_step(self, batch: BestOfNBatch, batch_idx: int) -> torch.Tensor:
-        self._batch_idx = batch_idx  # seeds the draws; the base's compute_loss signature has no index
-        return super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch: BestOfNBatch, batch_idx: int) -> None:
-        self._batch_idx = batch_idx
-        super().validation_step(batch, batch_idx)
-
     @property
-    def data(self) -> BestOfNDataModule:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not isinstance(datamodule, BestOfNDataModule):
-            raise TypeError(f"{type(self).__name__} needs a BestOfNDataModule (it samples with its settings), got {type(datamodule).__name__}")
-        return datamodule
+    def reference_in_checkpoint(self) -> bool:
+        # A moving anchor is training state: rebuilding it from `model` on resume (what the base class
+        # does for a frozen reference) would silently restart iterative BOND / J-BOND from round 0.
+        return self.anchor_moves
 
     def _seed(self, stage: str, stream: int) -> int:
         # Training draws depend on the optimiser step, validation draws on the batch only, so every
         # validation sees the same anchor samples and its numbers are comparable across epochs.
         # 4 streams per (step, stage): anchor, policy, quantile reference samples, spare.
-        step = self.global_step if stage == "train" else getattr(self, "_batch_idx", 0)
-        return (self.data.seed * 1_000_003 + 8 * step + 4 * (stage != "train") + stream + 7919 * self.global_rank) % 2**31
+        step = self.global_step if stage == "train" else self.batch_index
+        return (self.settings.seed * 1_000_003 + 8 * step + 4 * (stage != "train") + stream + 7919 * self.global_rank) % 2**31
 
     def draw(self, batch: BestOfNBatch, stage: str) -> tuple[BestOfNBatch, list[list[list[int]]], torch.Tensor]:
-        """Anchor completions (online mode), k policy samples per prompt and the policy samples' rewards."""
+        """Anchor completions (online mode: N = the data's ``num_samples``), k policy samples per prompt
+        and the policy samples' rewards."""
         if not batch.has_completions:
-            batch = self.data.complete(batch, self.policy.reference, self.reward, self._seed(stage, ANCHOR_STREAM))
+            with self.policy.reference_model() as anchor:
+                samples, rewards = self.sample_and_score(anchor, batch, self.settings.num_samples, self._seed(stage, ANCHOR_STREAM))
+            batch = BestOfNBatch(batch.prompt_ids, batch.prompt_texts, samples, rewards)
         elif self.anchor_moves:
             raise ConfigError(f"{type(self).__name__} moves its anchor, but offline completions are samples of the initial reference; use BestOfNDataModule(mode='online')")
-        samples = self.data.sample(self.policy.policy, batch.prompt_ids, self.num_policy_samples, self._seed(stage, POLICY_STREAM))
-        rewards = score_completions(self.data.tokenizer, self.reward, batch.prompt_texts, samples).to(self.device)
+        samples, rewards = self.sample_and_score(self.policy.policy, batch, self.num_policy_samples, self._seed(stage, POLICY_STREAM))
         return batch, samples, rewards
 
     def anchor_rewards(self, batch: BestOfNBatch, num_samples: int, stage: str) -> torch.Tensor:
         """Rewards [B, m] of m fresh anchor samples on the batch's prompts (own seed stream), e.g. the
         Monte-Carlo reference samples of the quantile estimate."""
-        samples = self.data.sample(self.policy.reference, batch.prompt_ids, num_samples, self._seed(stage, QUANTILE_STREAM))
-        return score_completions(self.data.tokenizer, self.reward, batch.prompt_texts, samples).to(self.device)
+        with self.policy.reference_model() as anchor:
+            return self.sample_and_score(anchor, batch, num_samples, self._seed(stage, QUANTILE_STREAM))[1]
 
     def sequence_logps(self, batch: BestOfNBatch, samples: list[list[list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log pi(y_best) [B], log pi(y) [B, k] and log pi_anchor(y) [B, k] from ONE policy forward
@@ -97,7 +92,7 @@ class BestOfNDistillation(AlignmentModule):
         b, k = len(batch), self.num_policy_samples
         prompts = batch.prompt_ids + [p for p in batch.prompt_ids for _ in range(k)]
         completions = batch.best_completions() + [c for per_prompt in samples for c in per_prompt]
-        input_ids, attention_mask, loss_mask = (t.to(self.device) for t in sequences_with_mask(prompts, completions, self.data.tokenizer.pad_token_id))
+        input_ids, attention_mask, loss_mask = (t.to(self.device) for t in sequences_with_mask(prompts, completions, self.tokenizer.pad_token_id))
         policy = self.policy.policy_logps(input_ids, attention_mask, loss_mask).sum
         # The anchor needs only the policy samples (the backward part's log-ratio).
         anchor = self.policy.reference_logps(input_ids[b:], attention_mask[b:], loss_mask[b:]).sum
@@ -123,12 +118,3 @@ class BestOfNDistillation(AlignmentModule):
         # Lightning counts the step as completed only after this hook returns.
         self.update_anchor(self.trainer.global_step + 1)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A moving anchor is training state: rebuilding it from `model` on resume (what the base class
-        # does for a frozen reference) would silently restart iterative BOND / J-BOND from round 0.
-        if not self.anchor_moves:
-            super().on_save_checkpoint(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if not any(k.startswith(REFERENCE_PREFIX) for k in checkpoint["state_dict"]):
-            super().on_load_checkpoint(checkpoint)

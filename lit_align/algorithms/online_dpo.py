@@ -10,19 +10,19 @@ rounds; ``sample_interval`` K > 1 samples from a snapshot of the policy refreshe
 ``OnlinePairs`` is the sampling part alone, a mixin in front of any ``PairwiseAlignmentModule``:
 ``OnlineDPO(OnlinePairs, DPO)`` uses DPO's ``pair_loss`` (beta, cDPO label smoothing, RPO's NLL
 term) unchanged; ``class OnlineIPO(OnlinePairs, IPO): pass`` would be online IPO.
-Prompts come from ``BestOfNDataModule`` in online mode; sampling reuses its ``complete``.
+Prompts come from ``BestOfNDataModule`` in online mode; the sampling itself is ``OnlineSampling``'s.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
 from lit_align.algorithms.dpo import DPO
+from lit_align.algorithms.online_sampling import OnlineSampling
 from lit_align.data.batches import BestOfNBatch, PairwiseBatch
-from lit_align.data.best_of_n import BestOfNDataModule
 from lit_align.data.collate import sequences_with_mask
 from lit_align.errors import ConfigError, check_range
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
@@ -56,7 +56,7 @@ def label_pairs(rewards: torch.Tensor) -> LabelledPairs:
     return LabelledPairs(prompts, chosen[prompts], rejected[prompts])
 
 
-class OnlinePairs:
+class OnlinePairs(OnlineSampling):
     """Mixin for a ``PairwiseAlignmentModule``: every step, sample ``num_samples`` completions per
     prompt from the current policy, score them with ``reward``, build (chosen, rejected) pairs with
     ``label_pairs`` and run the algorithm's own pairwise loss on them.
@@ -72,10 +72,11 @@ class OnlinePairs:
             ``AlignmentModule``; ``reference`` may not be ``precomputed`` (the pairs are new every step).
     """
 
+    supported_references: ClassVar[tuple[str, ...]] = ("copy", "adapter")
+    unsupported_reference_reason: ClassVar[str] = "the pairs are sampled anew every step, so their reference log-probs cannot be precomputed"
+
     def __init__(self, reward: RewardFunction | None = None, num_samples: int = 2, sample_interval: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if self.policy.mode == "precomputed":
-            raise ConfigError(f"{type(self).__name__}: reference='precomputed' cannot work, the pairs are sampled anew every step; use reference: copy or adapter")
         check_range(self, "num_samples", num_samples, 2, None, integer=True)
         check_range(self, "sample_interval", sample_interval, 1, None, integer=True)
         self.reward = reward or LexiconSentimentReward()
@@ -84,27 +85,11 @@ class OnlinePairs:
         # Kept out of the module tree (plain attribute): not trained, not checkpointed; rebuilt on resume.
         object.__setattr__(self, "_snapshot", None)
         self._snapshot_step = -1
-        self._batch_idx = 0
-
-    @property
-    def data(self) -> BestOfNDataModule:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not isinstance(datamodule, BestOfNDataModule) or not datamodule.online:
-            raise ConfigError(f"{type(self).__name__} samples its own completions: use data class_path lit_align.data.best_of_n.BestOfNDataModule with mode: online (got {type(datamodule).__name__})")
-        return datamodule
-
-    def training_step(self, batch: BestOfNBatch, batch_idx: int) -> torch.Tensor:
-        self._batch_idx = batch_idx  # seeds the draws; the base's compute_loss has no index
-        return super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch: BestOfNBatch, batch_idx: int) -> None:
-        self._batch_idx = batch_idx
-        super().validation_step(batch, batch_idx)
 
     def _seed(self, stage: str) -> int:
         # Validation draws depend on the batch only, so every validation samples alike for a given policy.
         step = self.global_step if stage == "train" else 0
-        return (self.data.seed * 1_000_003 + 7_919 * step + 2 * self._batch_idx + (stage != "train") + 104_729 * self.global_rank) % 2**31
+        return (self.settings.seed * 1_000_003 + 7_919 * step + 2 * self.batch_index + (stage != "train") + 104_729 * self.global_rank) % 2**31
 
     def sampling_policy(self, stage: str):
         """The model the pairs are drawn from: the policy, or (training, K > 1) its latest snapshot."""
@@ -120,17 +105,21 @@ class OnlinePairs:
 
     def sample_pairs(self, batch: BestOfNBatch, stage: str) -> tuple[PairwiseBatch | None, dict[str, torch.Tensor]]:
         """Sample, score and label; None when every prompt of the batch tied."""
-        filled = self.data.complete(batch, self.sampling_policy(stage), self.reward, seed=self._seed(stage), num_samples=self.num_samples)
-        rewards = filled.rewards.to(self.device)
+        if batch.has_completions:
+            raise ConfigError(
+                f"{type(self).__name__} samples its own completions from the current policy, but the data brings offline ones "
+                "(completions/rewards columns); use BestOfNDataModule with mode: online (prompts only)"
+            )
+        samples, rewards = self.sample_and_score(self.sampling_policy(stage), batch, self.num_samples, self._seed(stage))
         pairs = label_pairs(rewards)
         logs = {"online/reward": rewards.mean(), "online/ties": torch.tensor(float(len(batch) - pairs.num_pairs)), "online/pairs": torch.tensor(float(pairs.num_pairs))}
         if pairs.num_pairs == 0:
             return None, logs
         index = pairs.prompts.tolist()
         prompts = [batch.prompt_ids[i] for i in index]
-        completions = [filled.completion_ids[i][c] for i, c in zip(index, pairs.chosen.tolist())]
-        completions += [filled.completion_ids[i][r] for i, r in zip(index, pairs.rejected.tolist())]
-        tensors = sequences_with_mask(prompts * 2, completions, self.data.tokenizer.pad_token_id)
+        completions = [samples[i][c] for i, c in zip(index, pairs.chosen.tolist())]
+        completions += [samples[i][r] for i, r in zip(index, pairs.rejected.tolist())]
+        tensors = sequences_with_mask(prompts * 2, completions, self.tokenizer.pad_token_id)
         logs["online/reward_chosen"] = rewards[pairs.prompts, pairs.chosen].mean()
         logs["online/reward_rejected"] = rewards[pairs.prompts, pairs.rejected].mean()
         return PairwiseBatch(*(t.to(self.device) for t in tensors)), logs

@@ -20,18 +20,18 @@ measuring against a moving anchor would hide the drift that ``eval/kl`` is meant
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import ContextManager
 
 import torch
 from lightning import LightningModule, Trainer
 from transformers import PreTrainedModel
 
-from lit_align.callbacks.sampled_eval import SampledEvaluation
-from lit_align.data.best_of_n import score_completions
+from lit_align.callbacks.sampled_eval import SampledEvaluation, reference_scope
 from lit_align.generation import sample_completions
 from lit_align.losses.bond import analytic_bon_kl, empirical_bon_kl, expected_best_of_n, quantile_estimate
-from lit_align.modeling import load_causal_lm
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
+from lit_align.scoring import score_completions
 
 
 class _RecordingReward(RewardFunction):
@@ -84,25 +84,28 @@ class BestOfNEvaluation(SampledEvaluation):
         self.num_reference_samples = num_reference_samples
         self._reference_rewards: torch.Tensor | None = None
 
-    def initial_reference(self, pl_module: LightningModule) -> PreTrainedModel:
-        """The starting model: the module's frozen reference, or a fresh load when its anchor moves."""
-        if not getattr(pl_module, "anchor_moves", False) and pl_module.policy.reference is not None:
-            return pl_module.policy.reference
+    def initial_reference(self, pl_module: LightningModule) -> "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]]":
+        """The starting model: the module's reference (a model, or a context opener as in
+        ``SampledEvaluation.measure``) unless it is training state (a moving anchor, kept in
+        checkpoints), else the start model loaded once by ``load_start_model``."""
+        if not pl_module.reference_in_checkpoint and pl_module.policy.has_reference_model:
+            return pl_module.policy.reference_model
         if self._loaded_reference is None:
-            self._loaded_reference = load_causal_lm(pl_module.model_name).to(pl_module.device).eval().requires_grad_(False)
+            self._loaded_reference = pl_module.load_start_model().to(pl_module.device).eval().requires_grad_(False)
         return self._loaded_reference
 
-    def _reference(self, pl_module: LightningModule) -> PreTrainedModel | None:
+    def _reference(self, pl_module: LightningModule) -> "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]] | None":
         if self.kl_reference == "auto":
             return self.initial_reference(pl_module)
         return super()._reference(pl_module)
 
-    def reference_rewards(self, reference: PreTrainedModel, datamodule, n: int) -> torch.Tensor:
+    def reference_rewards(self, reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]]", datamodule, n: int) -> torch.Tensor:
         """Rewards [P, m] of m reference samples per evaluation prompt, drawn once and cached."""
         if self._reference_rewards is None:
             texts, prompt_ids = zip(*self.held_out_prompts(datamodule))
             m = max(self.num_reference_samples, n)
-            samples = sample_completions(reference, datamodule.tokenizer, list(prompt_ids), m, self.max_new_tokens, batch_size=256, seed=self.seed + 1)
+            with reference_scope(reference) as model:
+                samples = sample_completions(model, datamodule.tokenizer, list(prompt_ids), m, self.max_new_tokens, batch_size=256, seed=self.seed + 1)
             self._reference_rewards = score_completions(datamodule.tokenizer, self.reward.inner, list(texts), samples)
         return self._reference_rewards
 

@@ -27,6 +27,7 @@ from lit_align.generation import sample_completions
 from lit_align.head import completion_logps
 from lit_align.modeling import is_embedded, load_causal_lm
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
+from lit_align.scoring import score_completions
 
 
 @torch.no_grad()
@@ -38,6 +39,12 @@ def sequence_logps_of(model: PreTrainedModel, prompts: list[list[int]], completi
         input_ids, attention_mask, loss_mask = (t.to(device) for t in sequences_with_mask(prompts[start : start + batch_size], completions[start : start + batch_size], pad_id))
         out.append(completion_logps(model, input_ids, attention_mask, loss_mask).sum.cpu())
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def reference_scope(reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]]") -> ContextManager[PreTrainedModel]:
+    """A context yielding the reference model: ``reference`` itself, or the context its callable opens
+    (``PolicyWithReference.reference_model``, e.g. the policy with its LoRA adapters off)."""
+    return contextlib.nullcontext(reference) if isinstance(reference, torch.nn.Module) else reference()
 
 
 class SampledEvaluation(Callback):
@@ -56,7 +63,8 @@ class SampledEvaluation(Callback):
         samples_per_prompt: Samples per prompt.
         max_new_tokens: Generation budget.
         kl_reference: ``auto`` uses the module's frozen reference, or loads the starting ``model``
-            once when the algorithm holds none (ORPO/SFT); a path loads that model; None skips KL.
+            once (``load_start_model``: the module's dtype and trust_remote_code) when the algorithm
+            holds none (ORPO/SFT); a path loads that model; None skips KL.
         seed: Sampling seed: every evaluation draws with the same seed, so curves are less noisy.
         prompts: Take the held-out prompts from this dataset's validation split (e.g.
             ``embedded:prompts``; or a file of held-out rows with a ``prompt`` column) instead of the DataModule's
@@ -97,15 +105,14 @@ class SampledEvaluation(Callback):
     def _reference(self, pl_module: LightningModule) -> "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]] | None":
         if self.kl_reference is None:
             return None
-        if self.kl_reference == "auto" and pl_module.policy.reference is not None:
-            return pl_module.policy.reference
-        if self.kl_reference == "auto" and pl_module.policy.mode == "adapter":
-            # The reference is the policy with its LoRA adapters off: no second copy to load.
-            return pl_module.policy.reference_weights
-        # precomputed / none: the cache covers the training data only, so fresh samples need the model.
+        if self.kl_reference == "auto" and pl_module.policy.has_reference_model:
+            # The frozen copy, or the policy with its LoRA adapters off: no second copy to load.
+            return pl_module.policy.reference_model
+        # precomputed / none: the cache covers the training data only, so fresh samples need the model:
+        # the start model as the module loads it (its dtype, trust_remote_code), or the named one.
         if self._loaded_reference is None:
-            name = pl_module.model_name if self.kl_reference == "auto" else self.kl_reference
-            self._loaded_reference = load_causal_lm(name).to(pl_module.device).eval().requires_grad_(False)
+            model = pl_module.load_start_model() if self.kl_reference == "auto" else load_causal_lm(self.kl_reference)
+            self._loaded_reference = model.to(pl_module.device).eval().requires_grad_(False)
         return self._loaded_reference
 
     def held_out_prompts(self, datamodule) -> list[tuple[str, list[int]]]:
@@ -148,19 +155,17 @@ class SampledEvaluation(Callback):
         samples = sample_completions(policy, tokenizer, list(prompt_ids), self.samples_per_prompt, self.max_new_tokens, seed=self.seed)
         prompts = [p for p in prompt_ids for _ in range(self.samples_per_prompt)]
         completions = [c for per_prompt in samples for c in per_prompt]
-        decoded = [tokenizer.decode(c, skip_special_tokens=True) for c in completions]
         result = {"eval/length": sum(map(len, completions)) / len(completions)}
         reward = self.reward_for(datamodule)
         if reward is not None:
-            result["eval/reward"] = reward([t for t in texts for _ in range(self.samples_per_prompt)], decoded).mean().item()
+            result["eval/reward"] = score_completions(tokenizer, reward, list(texts), samples).mean().item()
         if reference is not None:
             pad = tokenizer.pad_token_id
             policy.eval()
             policy_logps = sequence_logps_of(policy, prompts, completions, pad)
             # A model, or a context that yields one (the adapter-off policy): entered only after the
             # policy's own log-probs are taken.
-            scope = contextlib.nullcontext(reference) if isinstance(reference, torch.nn.Module) else reference()
-            with scope as reference_model:
+            with reference_scope(reference) as reference_model:
                 kl = policy_logps - sequence_logps_of(reference_model, prompts, completions, pad)
             result["eval/kl"] = kl.mean().item()
         policy.train(was_training)

@@ -32,6 +32,7 @@ from lit_align.errors import ConfigError, check_range
 from lit_align.generation import sample_completions
 from lit_align.modeling import is_embedded, load_causal_lm, load_tokenizer
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
+from lit_align.scoring import decode_completion
 from lit_align.utils.dtypes import check_dtype
 
 Prompt = str | Messages
@@ -109,7 +110,7 @@ def sample_pool(
         samples = sample_completions(model, tokenizer, [ids[i] for i in kept], len(slots), max_new_tokens, temperature, batch_size, seed=seed + index, progress=progress)
         for row, per_prompt in zip(completions, samples):
             for slot, sample in zip(slots, per_prompt):
-                row[slot] = tokenizer.decode(sample, skip_special_tokens=True).strip()
+                row[slot] = decode_completion(tokenizer, sample)
         del model
     return completions, slot_models, kept
 

@@ -1,7 +1,8 @@
 """``AlignmentDataModule``: what every DataModule shares — loading, tokenising, reporting, loaders.
 
 Subclasses say which columns they need (``required_columns``), how one row becomes an encoded
-example (``encode_row``) and how examples become a typed batch (``collate``).
+example (``encode_row``, written with ``read_texts`` and ``encode_example`` from
+``lit_align.data.encoding``) and how examples become a typed batch (``collate``).
 """
 
 from __future__ import annotations
@@ -15,23 +16,24 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lit_align.data.embedded import embedded_rows
+from lit_align.data.encoding import RowEncoding
 from lit_align.data.samplers import ResumableBatchSampler, ResumableDataLoader
-from lit_align.data.sources import load_rows, select_columns
+from lit_align.data.sources import load_rows
 from lit_align.data.tokenize import (
     ChatTemplateMode,
     DataError,
     DataReport,
-    MissingChatTemplate,
     PromptCompletionEncoder,
     check_chat_template,
     check_lengths,
     check_text,  # noqa: F401  (re-exported: the DataModules import it from here)
 )
 from lit_align.errors import ConfigError, check_range
+from lit_align.data.model_limits import max_positions
 from lit_align.modeling import is_embedded, load_tokenizer
 
 
-class AlignmentDataModule(LightningDataModule):
+class AlignmentDataModule(RowEncoding, LightningDataModule):
     """Base DataModule.
 
     Args:
@@ -59,8 +61,12 @@ class AlignmentDataModule(LightningDataModule):
         eval_batch_size: Validation batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes.
         seed: Seed for shuffling, held-out splits and generated data.
-        group_by_length: Batch training examples of similar length together (order still shuffled,
-            deterministic under ``seed``): less padding, so less wasted compute on mixed lengths.
+        group_by_length: Batch training examples of similar length together (on by default): the
+            examples are shuffled, cut into megabatches of 64 batches, each sorted by length and
+            cut into batches, and the batch order shuffled again, all seeded by ``seed``
+            (``lit_align.data.samplers``). Batches stay random but need little padding, so less
+            compute is wasted on mixed lengths. Turn it off (``data.init_args.group_by_length=false``)
+            for batches drawn uniformly at random, e.g. to reproduce a run from before this default.
     """
 
     required_columns: tuple[str, ...] = ()
@@ -88,7 +94,7 @@ class AlignmentDataModule(LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
-        group_by_length: bool = False,
+        group_by_length: bool = True,
     ) -> None:
         super().__init__()
         # Checked here, when the config is built, not after minutes of loading and tokenising.
@@ -158,50 +164,8 @@ class AlignmentDataModule(LightningDataModule):
         held_out = train.train_test_split(test_size=max(1, round(self.val_fraction * len(train))), seed=self.seed)
         return held_out["train"], held_out["test"]
 
-    # ----- encoding ----------------------------------------------------------------------------
-    def encode_row(self, row: dict, where: str, report: DataReport) -> dict | None:
-        raise NotImplementedError
-
     def collate(self, examples: list[dict]) -> Any:
         raise NotImplementedError
-
-    def select_rows(self, rows: Dataset, name: str) -> Dataset:
-        """Map the user's columns onto ours and check the required ones. A subclass that reshapes
-        rows before encoding (e.g. unpairing preference pairs for KTO) overrides this."""
-        return select_columns(rows, self.required_columns, self.columns, f"{self.dataset} ({name})")
-
-    def check_columns(self, columns: list[str], source: str) -> None:
-        """Dataset-level column check beyond ``required_columns`` (e.g. alternatives); raises DataError."""
-
-    def example_length(self, example: dict) -> int:
-        """Length of the longest row the example becomes: prompt + its longest completion."""
-        completions = [len(v) for k, v in example.items() if k.endswith("_ids") and k != "prompt_ids"]
-        return len(example["prompt_ids"]) + max(completions, default=0)
-
-    def _encode(self, rows: Dataset, name: str) -> list[dict]:
-        source = f"{self.dataset} ({name})"
-        rows = self.select_rows(rows, name)
-        self.check_columns(rows.column_names, source)
-        report = DataReport(name=f"{self.dataset} [{name}]", total=len(rows))
-        examples, index = [], -1
-        try:
-            for index, row in enumerate(rows):
-                example = self.encode_row(row, f"{self.dataset} [{name}] row {index}", report)
-                if example is not None:
-                    examples.append(example)
-        except MissingChatTemplate as error:
-            raise MissingChatTemplate(f"{self.dataset} [{name}] row {index}: {error}") from None
-        except UnicodeDecodeError as error:  # Arrow decodes strings lazily, row by row
-            raise DataError(f"{self.dataset} [{name}] row {index + 1}: text is not valid UTF-8 ({error}); re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from error
-        report.kept = len(examples)
-        self.reports[name] = report
-        rank_zero_info(f"lit_align: {report.summary()}")
-        if not examples:
-            raise DataError(
-                f"{self.dataset} [{name}]: no usable examples left ({report.summary()}). Check the column mapping (`columns`), "
-                "that prompts/completions are non-empty, and that max_length/max_prompt_length leave room for a completion."
-            )
-        return examples
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is not None:
@@ -221,10 +185,8 @@ class AlignmentDataModule(LightningDataModule):
 
     def _check_model_fits(self) -> None:
         # A sequence longer than the model's position table fails deep inside the embedding lookup.
-        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
-        config = getattr(getattr(getattr(module, "policy", None), "policy", None), "config", None)
-        limit = getattr(config, "max_position_embeddings", None)
-        if isinstance(limit, int) and self.max_length > limit:
+        limit = max_positions(self.model)
+        if limit is not None and self.max_length > limit:
             raise DataError(f"max_length={self.max_length} exceeds the model's max_position_embeddings={limit}; set data.init_args.max_length <= {limit}")
 
     # ----- reporting ---------------------------------------------------------------------------

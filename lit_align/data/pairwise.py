@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from lit_align.data.batches import PairwiseBatch
 from lit_align.data.collate import sequences_with_mask
-from lit_align.data.datamodule import AlignmentDataModule, check_text
-from lit_align.data.tokenize import DataReport, assistant_text, is_messages, split_conversation
+from lit_align.data.datamodule import AlignmentDataModule
+from lit_align.data.tokenize import DataReport
 from lit_align.reference_cache import collate_reference_logps
 
 
@@ -18,29 +18,15 @@ class PairwiseDataModule(AlignmentDataModule):
     embedded_default = "embedded:pairs"
 
     def encode_row(self, row: dict, where: str, report: DataReport) -> dict | None:
-        if not all(check_text(row.get(f), where, report, f) for f in ("chosen", "rejected")):
+        texts = self.read_texts(row, ("chosen", "rejected"), where, report)
+        if texts is None:
             return None
-        prompt = row.get("prompt")
-        if prompt is None and is_messages(row["chosen"]):
-            prompt, _ = split_conversation(row["chosen"], f"{where}, field 'chosen'")
-        if not check_text(prompt, where, report, "prompt"):
-            return None
-        chosen = assistant_text(row["chosen"], f"{where}, field 'chosen'")
-        rejected = assistant_text(row["rejected"], f"{where}, field 'rejected'")
-        if not chosen.strip() or not rejected.strip():
-            report.drop("empty completion")
-            return None
+        prompt, (chosen, rejected) = texts
         if chosen == rejected:
             # Identical sides carry no preference signal and give h = 0 forever.
             report.drop("chosen identical to rejected")
             return None
-        prompt_ids = self.encoder.encode_prompt(prompt)
-        completions = [self.encoder.encode_completion(prompt, text) for text in (chosen, rejected)]
-        truncated = self.encoder.truncate(prompt_ids, completions, report)
-        if truncated is None:
-            return None
-        prompt_ids, (chosen_ids, rejected_ids) = truncated
-        return {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids, "prompt_text": self.encoder.render_prompt(prompt)}
+        return self.encode_example(prompt, {"chosen": chosen, "rejected": rejected}, report)
 
     def collate(self, examples: list[dict]) -> PairwiseBatch:
         prompts = [ex["prompt_ids"] for ex in examples] * 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lit_align.data.batches import SequenceBatch
 from lit_align.data.collate import sequences_with_mask
 from lit_align.data.datamodule import AlignmentDataModule, check_text
-from lit_align.data.tokenize import DataError, DataReport, assistant_text, is_messages, split_conversation
+from lit_align.data.tokenize import DataError, DataReport, is_messages
 
 
 class SFTDataModule(AlignmentDataModule):
@@ -30,20 +30,16 @@ class SFTDataModule(AlignmentDataModule):
                 return None
             if not is_messages(row["messages"]):
                 raise DataError(f"{where}: field 'messages' must be a list of {{'role', 'content'}} dicts")
-            prompt, completion = split_conversation(row["messages"], f"{where}, field 'messages'")
+            # The prompt is always the conversation before its last assistant turn.
+            texts = self.read_texts({"messages": row["messages"]}, ("messages",), where, report)
+        elif "completion" not in row:
+            raise DataError(f"{where}: needs columns prompt+completion or messages; found {sorted(row)} (map yours with `columns`)")
         else:
-            if "completion" not in row:
-                raise DataError(f"{where}: needs columns prompt+completion or messages; found {sorted(row)} (map yours with `columns`)")
-            prompt, completion = row.get("prompt"), row.get("completion")
-            if not (check_text(prompt, where, report, "prompt") and check_text(completion, where, report, "completion")):
-                return None
-            completion = assistant_text(completion, f"{where}, field 'completion'")
-        prompt_ids = self.encoder.encode_prompt(prompt)
-        truncated = self.encoder.truncate(prompt_ids, [self.encoder.encode_completion(prompt, completion)], report)
-        if truncated is None:
+            texts = self.read_texts(row, ("completion",), where, report)
+        if texts is None:
             return None
-        prompt_ids, (completion_ids,) = truncated
-        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "prompt_text": self.encoder.render_prompt(prompt)}
+        prompt, (completion,) = texts
+        return self.encode_example(prompt, {"completion": completion}, report)
 
     def collate(self, examples: list[dict]) -> SequenceBatch:
         return SequenceBatch(*sequences_with_mask([ex["prompt_ids"] for ex in examples], [ex["completion_ids"] for ex in examples], self.tokenizer.pad_token_id))

@@ -16,9 +16,9 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_align.data.batches import UnpairedBatch
 from lit_align.data.collate import sequences_with_mask
-from lit_align.data.datamodule import AlignmentDataModule, check_text
+from lit_align.data.datamodule import AlignmentDataModule
 from lit_align.data.sources import select_columns
-from lit_align.data.tokenize import DataError, DataReport, assistant_text, is_messages, split_conversation
+from lit_align.data.tokenize import DataError, DataReport
 from lit_align.errors import check_range
 
 PAIR_COLUMNS = ("chosen", "rejected")
@@ -133,23 +133,11 @@ class UnpairedDataModule(AlignmentDataModule):
         if label is None:
             report.drop("missing label")
             return None
-        if not check_text(row.get("completion"), where, report, "completion"):
+        texts = self.read_texts(row, ("completion",), where, report)
+        if texts is None:
             return None
-        prompt = row.get("prompt")
-        if prompt is None and is_messages(row["completion"]):
-            prompt, completion = split_conversation(row["completion"], f"{where}, field 'completion'")
-        else:
-            completion = assistant_text(row["completion"], f"{where}, field 'completion'")
-        if not check_text(prompt, where, report, "prompt"):
-            return None
-        if not completion.strip():
-            report.drop("empty completion")
-            return None
-        truncated = self.encoder.truncate(self.encoder.encode_prompt(prompt), [self.encoder.encode_completion(prompt, completion)], report)
-        if truncated is None:
-            return None
-        prompt_ids, (completion_ids,) = truncated
-        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "label": label, "prompt_text": self.encoder.render_prompt(prompt)}
+        prompt, (completion,) = texts
+        return self.encode_example(prompt, {"completion": completion}, report, label=label)
 
     def eval_prompts(self, n: int) -> list[tuple[str, list[int]]]:
         # Unpaired pairwise data holds each prompt twice: take distinct prompts, so sampled evaluation
