@@ -16,7 +16,7 @@ is one strategy object (``lit_align.reference_modes``):
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,9 +26,8 @@ from lit_align.head import HEAD_MODES, HeadMode, completion_logps
 from lit_align.lora import LoraSettings, add_lora
 from lit_align.ops import SequenceLogps
 from lit_align.prefix_sharing import SharedLayout, shared_completion_logps
-from lit_align.reference_modes import REFERENCES, Reference, ReferenceSetup, make_reference
+from lit_align.reference_modes import REFERENCES, Reference, ReferenceMode, ReferenceSetup, make_reference
 
-ReferenceMode = Literal["copy", "none", "precomputed", "adapter"]
 REFERENCE_MODES = tuple(REFERENCES)
 
 __all__ = ["PolicyWithReference", "LoraSettings", "add_lora", "ReferenceMode", "REFERENCE_MODES", "ReferenceSetup"]
@@ -57,11 +56,6 @@ class PolicyWithReference(nn.Module):
         self.reference: nn.Module | None = self.strategy.build(policy)
 
     @property
-    def mode(self) -> str:
-        """The reference mode's name (read-only; algorithms should not branch on it)."""
-        return self.strategy.name
-
-    @property
     def has_reference(self) -> bool:
         """Whether reference log-probs exist (every mode but ``none``)."""
         return self.strategy.name != "none"
@@ -79,14 +73,15 @@ class PolicyWithReference(nn.Module):
             self.reference.eval()
         return self
 
-    def _logps(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, layout: SharedLayout | None) -> SequenceLogps:
+    def logps_of(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, layout: SharedLayout | None = None) -> SequenceLogps:
+        """log-probs of ``model`` (the policy, or a module acting as the reference) with this pair's head mode."""
         if layout is not None:
             return shared_completion_logps(model, layout, self.head_mode)
         return completion_logps(model, input_ids, attention_mask, loss_mask, self.head_mode)
 
     def policy_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, layout: SharedLayout | None = None) -> SequenceLogps:
         """log pi(y|x) per row; with ``layout`` (``lit_align.prefix_sharing``) from one forward over the shared rows."""
-        return self._logps(self.policy, input_ids, attention_mask, loss_mask, layout)
+        return self.logps_of(self.policy, input_ids, attention_mask, loss_mask, layout)
 
     @torch.no_grad()
     def reference_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, batch: Any = None, layout: SharedLayout | None = None) -> SequenceLogps:
@@ -99,10 +94,6 @@ class PolicyWithReference(nn.Module):
         or the policy with its adapters off (eval mode, restored on exit). ``none`` and
         ``precomputed`` hold no model and raise ``ConfigError``. Does not enter ``no_grad``."""
         return self.strategy.model(self)
-
-    def reference_weights(self) -> contextlib.AbstractContextManager[nn.Module]:
-        """Deprecated alias of ``reference_model`` (kept until every caller has moved)."""
-        return self.reference_model()
 
     def prepare(self, setup: ReferenceSetup, datamodule: Any) -> None:
         """The mode's set-up pass before fit/validate (``precomputed``: attach cached log-probs to the data)."""

@@ -9,7 +9,8 @@ Each mode owns everything that differs between the ways of holding a reference p
 * ``wrap_policy`` / ``exported`` — what the trainable policy is (LoRA for ``adapter``) and how it is
   written out as a plain model.
 
-A new mode is one subclass of ``Reference`` registered in ``REFERENCES``; no algorithm changes.
+A new mode is one subclass of ``Reference``, registered in ``REFERENCES`` and named in
+``ReferenceMode`` (what configs may say); no algorithm changes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -68,6 +69,7 @@ class Reference:
     why_no_model: ClassVar[str] = ""
 
     def wrap_policy(self, policy: nn.Module) -> nn.Module:
+        """The trainable policy built on the starting model (the model itself by default)."""
         return policy
 
     def build(self, policy: nn.Module) -> nn.Module | None:
@@ -76,7 +78,7 @@ class Reference:
 
     def logps(self, owner: PolicyWithReference, rows: tuple[torch.Tensor, ...], batch: Any, layout: Any) -> SequenceLogps:
         with self.model(owner) as reference:
-            return owner._logps(reference, *rows, layout)
+            return owner.logps_of(reference, *rows, layout)
 
     @contextlib.contextmanager
     def model(self, owner: PolicyWithReference):
@@ -91,6 +93,7 @@ class Reference:
         """Set-up pass before fit/validate; nothing by default."""
 
     def exported(self, policy: nn.Module) -> nn.Module:
+        """A plain model to ``save_pretrained`` from the trained ``policy``."""
         return policy
 
 
@@ -168,6 +171,8 @@ class PrecomputedReference(Reference):
         precompute(setup, datamodule)
 
 
+# The names a config may give (``reference:``); keep in step with REFERENCES (a test checks).
+ReferenceMode = Literal["copy", "none", "precomputed", "adapter"]
 REFERENCES: dict[str, Callable[..., Reference]] = {"copy": CopyReference, "none": NoReference, "precomputed": PrecomputedReference, "adapter": AdapterReference}
 
 

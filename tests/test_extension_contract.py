@@ -4,6 +4,8 @@ checkpoints leave out, the set-up pass), the ``configure_metrics`` hook, ``len(b
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 import torch
 from torchmetrics import Metric
@@ -14,6 +16,7 @@ from lit_align.algorithms import base as algorithms_base
 from lit_align.errors import ConfigError
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.policy import PolicyWithReference
+from lit_align.reference_modes import REFERENCES, ReferenceMode
 
 
 @pytest.mark.parametrize(
@@ -50,7 +53,7 @@ def rows(n: int = 3, length: int = 7) -> tuple[torch.Tensor, torch.Tensor, torch
 @pytest.mark.parametrize("mode", ["none", "precomputed"])
 def test_modes_without_a_model_refuse_to_act_as_one(mode):
     pair = micro_pair(mode)
-    assert pair.mode == mode and not pair.has_reference_model
+    assert pair.strategy.name == mode and not pair.has_reference_model
     with pytest.raises(ConfigError, match=rf"reference='{mode}' holds no reference model.*use reference: copy or adapter"):
         with pair.reference_model():
             pass
@@ -75,7 +78,7 @@ def test_adapter_reference_model_is_the_policy_with_adapters_off():
     policy = pair.policy_logps(ids, mask, loss_mask).sum
     with pair.reference_model() as reference:
         assert reference is pair.policy and not reference.training
-        inside = pair._logps(reference, ids, mask, loss_mask, None).sum
+        inside = pair.logps_of(reference, ids, mask, loss_mask, None).sum
     assert pair.policy.training  # restored
     torch.testing.assert_close(inside, pair.reference_logps(ids, mask, loss_mask).sum)
     assert not torch.allclose(inside, policy)
@@ -156,3 +159,5 @@ def test_a_plugin_needs_only_lit_align_algorithms():
     for name in ("AlignmentModule", "PairwiseAlignmentModule", "PairLogps", "PairwiseOutput", "SequenceLogps", "PairwiseBatch", "REFERENCE_MODES"):
         assert name in algorithms.__all__ and hasattr(algorithms, name), name
     assert algorithms.REFERENCE_MODES == ("copy", "none", "precomputed", "adapter")
+    # What configs may name (the CLI validates against it) is exactly what is registered.
+    assert typing.get_args(ReferenceMode) == tuple(REFERENCES)

@@ -15,7 +15,7 @@ from lit_align.algorithms import DPO
 from lit_align.data.pairwise import PairwiseDataModule
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.ops import sequence_logps
-from lit_align.policy import LoraSettings, PolicyWithReference
+from lit_align.policy import LoraSettings, PolicyWithReference, ReferenceSetup
 
 
 @pytest.fixture
@@ -63,6 +63,28 @@ def test_precomputed_matches_live_reference_and_reuses_cache(pairs, monkeypatch)
     # Different tokenisation settings are a different key: the stale cache is not used.
     with pytest.raises(AssertionError, match="was loaded"):
         reference_cache.precompute_reference(cached, datamodule(pairs, max_length=14, max_prompt_length=6))
+
+
+def test_precompute_pass_runs_from_an_explicit_setup_alone(tmp_path):
+    """No LightningModule, no trainer: the set-up pass gets what it needs in a ReferenceSetup."""
+    dm = datamodule(write_pairs(str(tmp_path / "other_pairs.jsonl"), 24, seed=11))  # data no other test has cached
+    tokenizer = load_tokenizer("embedded:tiny")
+    loads = []
+
+    def load_model():
+        loads.append("reference")
+        return load_causal_lm("embedded:tiny", tokenizer)
+
+    setup = ReferenceSetup(model_name="embedded:tiny", dtype=None, load_model=load_model, device=torch.device("cpu"), batch_size=16)
+    live = PolicyWithReference(load_causal_lm("embedded:tiny", tokenizer), "copy")
+    live.prepare(setup, dm)  # a live reference has no set-up pass
+    assert loads == [] and reference_cache.REFERENCE_KEY not in dm.train_examples[0]
+    cached = PolicyWithReference(load_causal_lm("embedded:tiny", tokenizer), "precomputed")
+    cached.prepare(setup, dm)
+    assert loads == ["reference"]
+    batch = dm.collate(dm.train_examples[:4])
+    rows = (batch.input_ids, batch.attention_mask, batch.loss_mask)
+    torch.testing.assert_close(cached.reference_logps(*rows, batch=batch).sum, live.reference_logps(*rows).sum, atol=1e-4, rtol=1e-5)
 
 
 def test_precomputed_without_cached_values_fails_clearly(pairs):

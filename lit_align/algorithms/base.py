@@ -30,8 +30,6 @@ from lit_align.optim import use_fused_adam, warmup_then_decay
 from lit_align.policy import REFERENCE_MODES, LoraSettings, PolicyWithReference, ReferenceMode, ReferenceSetup
 from lit_align.utils.dtypes import check_dtype
 
-# Kept for code written against the attribute-name filter; the reference mode now says what checkpoints leave out.
-REFERENCE_PREFIX = "policy.reference."
 POLICY_PREFIX = "policy."  # where PolicyWithReference sits in this module's state dict
 
 

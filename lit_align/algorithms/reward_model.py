@@ -24,6 +24,7 @@ from lit_align.metrics.reward_model import GoldRankCorrelation, RewardModelMetri
 from lit_align.modeling import load_tokenizer
 from lit_align.reward_head import build_sequence_classifier, export_reward_model, sequence_rewards
 from lit_align.rewards.base import RewardFunction
+from lit_align.scoring import decode_completion
 
 POLICY_PREFIX = "policy.policy."
 
@@ -98,7 +99,7 @@ class RewardModel(AlignmentModule):
         for ids, attended, completion in zip(batch.input_ids.tolist(), batch.attention_mask.tolist(), batch.loss_mask.tolist()):
             prompts.append([t for t, a, c in zip(ids, attended, completion) if a and not c])
             completions.append([t for t, c in zip(ids, completion) if c])
-        decode = lambda rows: [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]  # noqa: E731
+        decode = lambda rows: [decode_completion(self.tokenizer, r) for r in rows]  # noqa: E731 - the one decoding convention
         return self.gold_reward(decode(prompts), decode(completions)).float()
 
     def on_validation_epoch_end_metrics(self) -> dict[str, torch.Tensor]:

@@ -77,7 +77,7 @@ class BestOfNBatch:
     Token ids stay ragged lists: every consumer — ``generate`` for the policy samples and
     ``sequences_with_mask`` for the forward passes — takes ragged lists, so padding them into
     tensors here would only be undone. In online mode ``completion_ids``/``rewards`` are None until
-    the algorithm samples them from its anchor (``BestOfNDataModule.complete``).
+    the algorithm samples them from its anchor (``lit_align.algorithms.online_sampling.OnlineSampling``).
     """
 
     prompt_ids: list[list[int]]

@@ -29,6 +29,7 @@ from lit_align.embedded.task import make_demonstrations, make_prompts
 from lit_align.generation import sample_completions
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.rewards.sentiment import LexiconSentimentReward
+from lit_align.scoring import decode_completion
 
 SPLIT_SEED_OFFSET = {"train": 0, "validation": 1_000_003, "test": 2_000_003}
 TEACHER_POSITIVITY = 0.9
@@ -59,7 +60,7 @@ def build_pairs(model: str, prompts: list[str], seed: int, max_new_tokens: int =
     rng = random.Random(seed)
     rows, ties = [], 0
     for prompt, completions in zip(prompts, samples):
-        texts = [tokenizer.decode(c, skip_special_tokens=True).strip() for c in completions]
+        texts = [decode_completion(tokenizer, c) for c in completions]
         scores = reward([prompt] * len(texts), texts).tolist()
         pair = select_pair(scores, rng)
         if pair is None or not texts[pair[1]]:
