@@ -26,7 +26,7 @@ if [ -n "${LIT_ALIGN_TABLES_TINY:-}" ]; then
     MEMORY=("${SHORT[@]}")
 else
     SHORT=(--steps 20 --warmup 3 --examples 512)
-    LONG=(--steps 10 --warmup 2 --examples 512)
+    LONG=(--steps 8 --warmup 2 --examples 512)
     MEMORY=(--model llama-88m --steps 2 --warmup 2 --examples 128)
 fi
 if ! python -c "import trl" 2>/dev/null; then
