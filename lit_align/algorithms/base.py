@@ -40,7 +40,8 @@ class AlignmentModule(LightningModule):
         model: Policy to train: ``embedded:tiny``, a local ``save_pretrained`` folder, or a hub name.
         reference: ``copy`` (frozen copy of the initial policy), ``none``, ``precomputed`` (reference
             log-probs computed once before training and cached on disk; no reference model held) or
-            ``adapter`` (LoRA on the policy; the reference is the same weights, adapters off); default per algorithm.
+            ``adapter`` (LoRA on the policy; the reference is the same weights, adapters off); default per
+            algorithm (``default_reference``), and only the algorithm's ``supported_references`` are accepted.
         lora: LoRA rank/alpha/dropout/targets for ``reference: adapter``.
         reference_batch_size: Batch size of the one-off pass of ``reference: precomputed``.
         optimizer: Optimiser class and its arguments, e.g. ``{class_path: torch.optim.AdamW, init_args: {lr: 5e-6}}``.
@@ -167,6 +168,7 @@ class AlignmentModule(LightningModule):
         self._connected = True
 
     def setup(self, stage: str) -> None:
+        """Connects the trainer's DataModule if nothing did before (a plain ``Trainer.fit``); overrides call super."""
         if not self._connected:
             self.connect(self.trainer.datamodule)
 
