@@ -8,7 +8,7 @@ import os
 import pytest
 
 from experiments.compare.plan import METHODS, QUICK, Budget, plan, run_args
-from experiments.compare.report import aggregate
+from experiments.compare.report import aggregate, rows_from_results_md, write_results
 from lit_align.utils.scalars import read_scalars
 
 
@@ -18,7 +18,7 @@ def test_every_run_gets_the_same_budget_start_and_evaluation():
     assert len(runs) == len(budget.seeds) * sum(max(1, len(m.values)) for m in METHODS.values())
     names = [f"{r.name}/{r.version}" for r in runs]
     assert len(set(names)) == len(names)
-    assert "dpo/beta=0.1/seed=0" in names and "bond/N=4/seed=1" in names and "sft/none/seed=0" in names
+    assert "dpo/beta=0.1/seed=0" in names and "bond/N=4/seed=1" in names and "sft/none/seed=0" in names and "online_dpo/beta=0.03/seed=1" in names
     # Seed-major: an interrupted comparison has already covered every method once.
     assert {r.method.name for r in runs[: len(runs) // len(budget.seeds)]} == set(METHODS)
     shared = None
@@ -43,12 +43,26 @@ def test_aggregate_is_mean_and_sample_sd_over_seeds():
     assert single["reward_sd"] is None
 
 
+def test_kept_rows_read_back_every_column_of_results_md(tmp_path):
+    """--keep-rows-from reads the "Every run" table by its header, so a Δ BoN column (blank past the curve) shifts nothing."""
+    curve = [{"n": 1, "kl": 0.0, "kl_ties": 0.0, "reward": 0.01}, {"n": 2, "kl": math.log(2) - 0.5, "kl_ties": 0.19, "reward": 0.2}]
+    runs = [{"method": m, "label": "beta=0.1", "value": 0.1, "seed": 0, "run": f"{m}/beta=0.1/seed=0", "steps": 120, "start_reward": 0.011, "reward": r, "kl": k,
+             "length": 9.5, "wall_seconds": 31.5, "cpu_seconds": 30.25, "tokens_per_sec": 2100.0, "trajectory": [(0, 0.0, 0.011), (120, k, r)]}
+            for m, r, k in (("dpo", 0.15, 0.1), ("kto", 0.6, 7.0))]  # KL 7 is past the curve: blank Δ BoN
+    path = str(tmp_path / "results.md")
+    write_results(path, [dict(r) for r in runs], {0: curve}, {}, "# header")
+    kept = rows_from_results_md(path, exclude={"dpo"})
+    assert [r["run"] for r in kept] == ["kto/beta=0.1/seed=0"]
+    (row,) = kept
+    assert (row["steps"], row["reward"], row["kl"], row["length"], row["wall_seconds"], row["cpu_seconds"], row["tokens_per_sec"]) == (120, 0.6, 7.0, 9.5, 31.5, 30.2, 2100.0)
+
+
 @pytest.mark.slow
 def test_quick_comparison_end_to_end(embedded_sft_model, tmp_path):
     from experiments.compare.run import main
 
-    # One method per DataModule kind: sequences (SFT), pairs (DPO), unpaired (KTO), best-of-N (BOND).
-    methods = ["sft", "dpo", "kto", "bond"]
+    # One method per DataModule kind: sequences (SFT), pairs (DPO), unpaired (KTO), best-of-N (BOND); online DPO samples its own pairs.
+    methods = ["sft", "dpo", "kto", "bond", "online_dpo"]
     out = str(tmp_path / "compare")
     summary = main(["--quick", "--methods", *methods, "--out", out, "--sft-model", embedded_sft_model])
     assert not summary["failed"] and not summary["skipped"]

@@ -81,6 +81,8 @@ METHODS: dict[str, Method] = {
         # BOND and J-BOND sample from the anchor and the policy at every step (about 3x a DPO step here).
         Method("bond", "bond.yaml", "embedded_best_of_n.yaml", "data.init_args.num_samples", "N", (2, 4, 8), 2, meaning="N of the Best-of-N target; KL* = log N - (N-1)/N"),
         Method("jbond", "jbond.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_weight", "gamma", (0.03, 0.1, 0.3), 0.1, meaning="KL weight gamma to the EMA anchor"),
+        # Online DPO (OAIF): 2 samples per prompt from the current policy every step, labelled by the gold reward.
+        Method("online_dpo", "online_dpo.yaml", "embedded_best_of_n.yaml", "model.init_args.beta", "beta", (0.03, 0.1, 0.3), 0.1, meaning="KL penalty beta (pairs sampled from the current policy)"),
     ]
 }
 

@@ -78,19 +78,24 @@ def rows_from_results_md(path: str, exclude: set[str]) -> list[dict]:
             if line.startswith("## "):
                 in_table = line.strip() == "## Every run"
                 continue
+            if in_table and line.startswith("| run |"):
+                # Columns by their header names: the table gained columns over time (Δ BoN, CPU time).
+                column = {c.strip(): i for i, c in enumerate(line.strip().strip("|").split("|"))}
+                continue
             if not (in_table and line.startswith("| `")):
                 continue
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            cell = lambda name: float(cells[column[name]]) if name in column and cells[column[name]] else float("nan")  # noqa: E731
             run = cells[0].strip("`")
             method, label, seed = run.split("/")
             if method in exclude:
                 continue
             value = None if label == "none" else float(label.split("=")[1])
-            start, reward, kl = float(cells[2]), float(cells[3]), float(cells[4])
+            steps, start, reward, kl = int(cell("steps")), cell("start reward"), cell("final reward"), cell("final KL")
             rows.append({
-                "method": method, "label": label, "value": value, "seed": int(seed.split("=")[1]), "run": run, "steps": int(cells[1]),
-                "start_reward": start, "reward": reward, "kl": kl, "length": float(cells[5]), "wall_seconds": float(cells[6]),
-                "cpu_seconds": float(cells[7]), "tokens_per_sec": float(cells[8]), "trajectory": [(0, 0.0, start), (int(cells[1]), kl, reward)],
+                "method": method, "label": label, "value": value, "seed": int(seed.split("=")[1]), "run": run, "steps": steps,
+                "start_reward": start, "reward": reward, "kl": kl, "length": cell("length"), "wall_seconds": cell("wall time (s)"),
+                "cpu_seconds": cell("CPU time (s)"), "tokens_per_sec": cell("train tokens/s"), "trajectory": [(0, 0.0, start), (steps, kl, reward)],
                 "from": path,
             })
     return rows

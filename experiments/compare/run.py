@@ -97,6 +97,8 @@ def prepare_data(sft: str, budget: Budget) -> None:
     """Sample the embedded preference pairs of every seed now, so no timed run pays for it."""
     from lit_align.data.embedded import embedded_rows
 
+    if all(METHODS[name].data == "embedded_best_of_n.yaml" for name in budget.methods):
+        return  # BOND, J-BOND and online DPO sample their own completions: no pairs to prepare
     for seed in budget.seeds:
         embedded_rows("embedded:pairs", "train", budget.num_examples, seed, model=sft)
         embedded_rows("embedded:pairs", "validation", budget.num_val_examples, seed, model=sft)

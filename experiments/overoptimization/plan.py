@@ -1,0 +1,135 @@
+"""What the study runs: the budget, the proxies, and every optimisation run's ``fit`` arguments.
+
+Every run is ``python -m lit_align fit`` with a shipped recipe (configs/bond.yaml, online_dpo.yaml,
+dpo.yaml) from the SFT start, with the proxy as its reward (BOND, online DPO) or the proxy-labelled
+pairs as its data (offline DPO), and ``StudyEvaluation`` as its only callback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+CONFIGS = os.path.join(REPO, "configs")
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A proxy reward model: its backbone, how many gold-labelled pairs it trains on, its learning rate."""
+
+    name: str
+    backbone: str  # "sft" = the SFT start's own backbone (InstructGPT's choice); else e.g. embedded:micro
+    pairs: int
+    lr: float
+    epochs: int = 2
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Method:
+    """An optimiser against a proxy: recipe, strength parameter, and the values swept."""
+
+    name: str
+    recipe: str
+    parameter: str
+    symbol: str
+    values: tuple[float, ...]
+    extra: tuple[str, ...] = ()  # further CLI overrides of the recipe
+
+
+# One strength each (the weakest KL penalty, so the runs travel far): the curve is the run's own
+# trajectory, measured every ``eval_every`` steps (Gao et al. also read RL curves off checkpoints).
+METHODS = (
+    Method("bond", "bond.yaml", "data.init_args.num_samples", "N", (8,)),
+    Method("online_dpo", "online_dpo.yaml", "model.init_args.beta", "beta", (0.03,)),
+    Method("offline_dpo", "dpo.yaml", "model.init_args.beta", "beta", (0.03,)),
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    sft_examples: int = 4000
+    sft_epochs: int = 2
+    sft_size: str | None = None  # None: the SFT recipe's own model (embedded:tiny)
+    proxies: tuple[Proxy, ...] = (
+        Proxy("rm_tiny_1000", "sft", 1000, 1e-3, description="SFT backbone (embedded:tiny, 1.9M parameters), 1000 pairs"),
+        Proxy("rm_micro_250", "embedded:micro", 250, 3e-3, description="embedded:micro from scratch (0.1M parameters), 250 pairs"),
+    )
+    heldout_pairs: int = 200
+    dpo_pairs: int = 1000
+    steps: int = 60
+    eval_every: int = 12
+    eval_prompts: int = 48
+    samples_per_prompt: int = 4
+    bon_pool: int = 64
+    bon_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    methods: tuple[Method, ...] = METHODS
+    batch_size: int = 16
+    optimise_against: tuple[str, ...] | None = None  # proxies the RL-like runs optimise (None: all)
+
+
+QUICK = Budget(
+    sft_examples=256, sft_epochs=1, sft_size="embedded:micro",
+    proxies=(Proxy("rm_sft_64", "sft", 64, 3e-3, epochs=1, description="SFT backbone, 64 pairs"), Proxy("rm_micro_32", "embedded:micro", 32, 3e-3, epochs=1, description="embedded:micro, 32 pairs")),
+    heldout_pairs=32, dpo_pairs=32, steps=2, eval_every=1, eval_prompts=8, samples_per_prompt=2, bon_pool=8, bon_ns=(1, 2, 4, 8),
+    methods=(Method("bond", "bond.yaml", "data.init_args.num_samples", "N", (2,), ("--model.init_args.quantile_samples=2",)),
+             Method("online_dpo", "online_dpo.yaml", "model.init_args.beta", "beta", (0.1,)), Method("offline_dpo", "dpo.yaml", "model.init_args.beta", "beta", (0.1,))),
+    batch_size=4, optimise_against=("rm_sft_64",),
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    proxy: Proxy
+    method: Method
+    value: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.proxy.name}/{self.method.name}/{self.method.symbol}={self.value:g}"
+
+
+def runs(budget: Budget) -> list[Run]:
+    """Proxy-major, so an interrupted study has finished whole proxies."""
+    chosen = [p for p in budget.proxies if budget.optimise_against is None or p.name in budget.optimise_against]
+    return [Run(p, m, v) for p in chosen for m in budget.methods for v in m.values]
+
+
+def common(out: str, name: str) -> list[str]:
+    return [
+        "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--trainer.logger=false", f"--trainer.default_root_dir={os.path.join(out, 'lightning', name)}",
+    ]
+
+
+def sft_args(out: str, budget: Budget) -> list[str]:
+    export = [{"class_path": "lit_align.callbacks.ExportPretrained", "init_args": {"also_to": os.path.join(out, "sft")}}]
+    size = [f"--model.init_args.model={budget.sft_size}"] if budget.sft_size else []
+    return ["fit", "--config", os.path.join(CONFIGS, "sft.yaml"), *size, f"--data.init_args.num_examples={budget.sft_examples}",
+            f"--trainer.max_epochs={budget.sft_epochs}", *common(out, "sft"), "--trainer.callbacks=" + json.dumps(export)]
+
+
+def proxy_args(proxy: Proxy, sft: str, pairs: str, out: str, budget: Budget) -> list[str]:
+    """Bradley–Terry reward model (configs/reward_model.yaml) on the gold-labelled pairs, exported to <out>/proxies/<name>."""
+    export = [{"class_path": "lit_align.callbacks.ExportPretrained", "init_args": {"also_to": os.path.join(out, "proxies", proxy.name)}}]
+    backbone = sft if proxy.backbone == "sft" else proxy.backbone
+    return ["fit", "--config", os.path.join(CONFIGS, "reward_model.yaml"), f"--model.init_args.model={backbone}", f"--data.init_args.dataset={pairs}",
+            f"--data.init_args.batch_size={budget.batch_size}", f"--model.init_args.optimizer.init_args.lr={proxy.lr}", f"--trainer.max_epochs={proxy.epochs}",
+            "--trainer.val_check_interval=1.0", "--seed_everything=0", *common(out, f"proxy_{proxy.name}"), "--trainer.callbacks=" + json.dumps(export)]
+
+
+def run_args(run: Run, sft: str, proxy_path: str, proxies: dict[str, str], dpo_pairs: str, points: str, out: str, budget: Budget) -> list[str]:
+    evaluation = [{"class_path": "experiments.overoptimization.evaluate.StudyEvaluation",
+                   "init_args": {"path": points, "sft": sft, "proxies": proxies, "every": budget.eval_every, "num_prompts": budget.eval_prompts, "samples_per_prompt": budget.samples_per_prompt}}]
+    args = ["fit", "--config", os.path.join(CONFIGS, run.method.recipe), f"--model.init_args.model={sft}", f"--{run.method.parameter}={run.value:g}", *run.method.extra,
+            "--seed_everything=0", "--data.init_args.seed=0", f"--data.init_args.batch_size={budget.batch_size}",
+            f"--trainer.max_steps={budget.steps}", "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0"]
+    if run.method.name == "offline_dpo":
+        args.append(f"--data.init_args.dataset={dpo_pairs}")
+    else:
+        reward = {"class_path": "lit_align.rewards.HFClassifierReward", "init_args": {"model": proxy_path, "device": "cpu"}}
+        args.append("--model.init_args.reward=" + json.dumps(reward))
+    return args + common(out, run.name) + ["--trainer.callbacks=" + json.dumps(evaluation)]
