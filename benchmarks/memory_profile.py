@@ -138,6 +138,8 @@ def profile_lit_align(args, probe: Probe) -> None:
         return model
 
     AlignmentModule.load_start_model = load_start_model
+    if args.free_grads and "optimizer_step" in AlignmentModule.__dict__:
+        print("memory_profile: AlignmentModule defines optimizer_step already; --free-grads wraps it (a no-op if it frees them)", file=sys.stderr)
     if args.free_grads:
         # The change proposed for AlignmentModule.optimizer_step, to measure it before it lands:
         # Lightning zeroes gradients only after the next forward, so they would sit beside its activations.
