@@ -87,6 +87,25 @@ def plot(path: str, proxy: str, description: str, bon: list[dict], gold_bon: lis
     return True
 
 
+def cost_table(folder: str, results: dict) -> list[str]:
+    """Wall and CPU seconds of every piece, as measured when it ran (from the cache files)."""
+    import json
+
+    rows = []
+    done = os.path.join(folder, "done")
+    for file in sorted(os.listdir(done)) if os.path.isdir(done) else []:
+        with open(os.path.join(done, file)) as f:
+            piece = json.load(f)
+        cpu = piece.get("cpu_seconds")
+        rows.append(f"| {file[:-5]} | {piece['seconds']:.0f} | {'' if cpu is None else f'{cpu:.0f}'} |")
+    rows += [f"| {name} | {r['wall_seconds']:.0f} | {r['cpu_seconds']:.0f} |" for name, r in sorted(results.items())]
+    if not rows:
+        return []
+    return ["## Cost of each piece (as measured when it ran)", "",
+            "Wall time depends on what else the machine ran; CPU time (this process's threads) much less so. Blank CPU: not recorded for that piece.", "",
+            "| piece | wall (s) | CPU (s) |", "|---|---|---|"] + rows + [""]
+
+
 def write_report(folder: str, budget: Budget, quality: dict, pool: dict, dpo_info: dict, results: dict, command: str, machine: str) -> dict:
     os.makedirs(folder, exist_ok=True)
     gold_all = np.array(pool["gold"]).ravel()
@@ -145,8 +164,9 @@ def write_report(folder: str, budget: Budget, quality: dict, pool: dict, dpo_inf
     for name, method, form, f, pts in fit_rows:
         peak = "none (β ≤ 0)" if f.peak is None else f"{f.peak:.2f}"
         lines.append(f"| {name} | {method} | {form} | {f.alpha:.4f} | {f.beta:.4f} | {f.r2:.3f} | {f.points} | {peak} | {max(p['d'] for p in pts):.2f} |")
-    lines += ["", "## Curves", ""] + tables
+    lines += ["", "## Curves", ""] + tables + cost_table(folder, results)
     path = os.path.join(folder, "results.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
-    return {"results_md": path, "figures": figures, "fits": {(n, m): f for n, m, _, f, _ in fit_rows}}
+    # "results" too: the path under its first name (run.py puts the run results over it in its summary).
+    return {"results": path, "results_md": path, "figures": figures, "fits": {(n, m): f for n, m, _, f, _ in fit_rows}}

@@ -62,10 +62,10 @@ def cached(path: str, key, build, force: bool, what: str):
         if stored.get("key") == key:
             say(f"{what}: finished earlier ({path})")
             return stored["value"]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     say(f"{what} ...")
     value = build()
-    save(path, {"key": key, "value": value, "seconds": time.perf_counter() - start})
+    save(path, {"key": key, "value": value, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu})
     say(f"{what}: done in {time.perf_counter() - start:.0f} s")
     return value
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = "python experiments/overoptimization/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = write_report(args.results or out, budget, quality, pool, dpo_info, results, command.strip(), machine)
     say(f"done in {wall / 60:.1f} min: {report['results_md']}" + "".join(f", {f}" for f in report["figures"]))
-    return {"out": out, "quality": quality, "pool": pool, "results": results, **report}
+    return {**report, "out": out, "quality": quality, "pool": pool, "results": results}
 
 
 if __name__ == "__main__":
