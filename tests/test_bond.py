@@ -234,11 +234,10 @@ def test_jbond_compute_loss_passes_the_right_quantities(monkeypatch):
     assert loss.item() == pytest.approx(expected.item())
 
 
-def test_jbond_refuses_other_than_two_anchor_samples(monkeypatch):
+def test_jbond_refuses_other_than_two_anchor_samples():
     module = JBOND(model="embedded:micro", num_policy_samples=2)
-    wire(module, monkeypatch, "jbond_loss")
-    with pytest.raises(ConfigError, match="num_samples is 3.*exactly 2 anchor samples"):
-        module.compute_loss(BestOfNBatch([[7, 8]], ["the film was"]), "train")
+    with pytest.raises(ConfigError, match="num_samples is 3.*exactly 2 anchor samples"):  # at connect, before any sampling
+        module.connect(BestOfNDataModule(num_samples=3))
 
 
 @pytest.mark.parametrize(

@@ -111,14 +111,18 @@ class JBOND(BestOfNDistillation):
     def anchor_moves(self) -> bool:
         return True
 
-    def compute_loss(self, batch: BestOfNBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        batch, samples, rewards = self.draw(batch, stage)
-        if batch.num_samples != 2:
+    def connect(self, datamodule: Any) -> None:
+        super().connect(datamodule)
+        # Checked here, before any sampling: online N and the offline rows' N are both the data's num_samples.
+        if self.sampling.num_samples != 2:
             raise ConfigError(
-                f"JBOND: the data's num_samples is {batch.num_samples}, but J-BOND's crude reward (-log 16 when the policy sample loses "
+                f"JBOND: the data's num_samples is {self.sampling.num_samples}, but J-BOND's crude reward (-log 16 when the policy sample loses "
                 "to every anchor sample, Sec. 5) is derived for exactly 2 anchor samples; set the BestOfNDataModule's num_samples to 2, "
                 "or use BOND, whose quantile estimate works for any N"
             )
+
+    def compute_loss(self, batch: BestOfNBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        batch, samples, rewards = self.draw(batch, stage)
         policy_best, policy_samples, anchor_samples = self.sequence_logps(batch, samples)
         crude = jbond_reward(rewards, batch.rewards, self.worst_penalty)
         out = jbond_loss(policy_best, policy_samples, anchor_samples, crude, self.beta, self.kl_weight, self.backward_kl)
