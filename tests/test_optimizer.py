@@ -35,3 +35,27 @@ def test_explicit_choices_and_other_optimisers_are_left_alone():
     assert explicit.param_groups[0]["foreach"] is True and not explicit.param_groups[0]["fused"]
     sgd = use_fused_adam(torch.optim.SGD(params(), lr=0.1))
     assert "fused" not in sgd.param_groups[0] or not sgd.param_groups[0]["fused"]
+
+
+def test_gradients_are_freed_after_each_optimiser_step_not_during_the_next_forward(tmp_path):
+    # Lightning zeroes gradients inside the next step's closure, after its forward; the base frees
+    # them right after the step so they never sit beside that forward's activations (the peak).
+    from lightning import Callback, Trainer
+
+    from benchmarks.workload import write_pairs
+    from lit_align.algorithms import DPO
+    from lit_align.data.pairwise import PairwiseDataModule
+
+    seen: list[bool] = []
+
+    class GradientsAtBatchStart(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(any(p.grad is not None for p in pl_module.policy.policy.parameters()))
+
+    write_pairs(str(tmp_path / "pairs.jsonl"), 24, seed=0)
+    data = PairwiseDataModule(dataset=str(tmp_path / "pairs.jsonl"), model="embedded:micro", max_length=32, max_prompt_length=16, batch_size=4, val_fraction=0.1)
+    module = DPO(model="embedded:micro")
+    trainer = Trainer(max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[GradientsAtBatchStart()])
+    trainer.fit(module, datamodule=data)
+    assert seen == [False, False, False]
+    assert any(p.grad is None for p in module.policy.policy.parameters())
