@@ -43,16 +43,16 @@ def try_fit(form: str, d: list[float], r: list[float]) -> Fit | None:
 
 
 def turn_down(points: list[dict]) -> str:
-    """Where gold falls from its best while the proxy keeps rising, in words with the numbers."""
-    ordered = sorted(points, key=lambda p: p["d"])
-    best = max(range(len(ordered)), key=lambda i: ordered[i]["gold"])
-    last = ordered[-1]
-    if best == len(ordered) - 1:
-        return f"no: gold is highest at the largest d reached ({last['d']:.2f})"
-    peak = ordered[best]
+    """Whether gold falls from its best while the proxy keeps rising, in training order (the sampled KL
+    of one measurement is too noisy to order the points by), in words with the numbers."""
+    best = max(range(len(points)), key=lambda i: points[i]["gold"])
+    last = points[-1]
+    if best == len(points) - 1:
+        return f"no: gold is highest at the last step ({last['step']}, d = {last['d']:.2f})"
+    peak = points[best]
     drop, rise = peak["gold"] - last["gold"], last["proxy"] - peak["proxy"]
-    return (f"gold peaks at d = {peak['d']:.2f} ({peak['gold']:+.3f}); at d = {last['d']:.2f} it is {drop:.3f} lower "
-            f"while the proxy is {rise:+.3f} {'higher' if rise > 0 else 'lower'}")
+    return (f"gold peaks at step {peak['step']} (d = {peak['d']:.2f}, {peak['gold']:+.3f}); at step {last['step']} (d = {last['d']:.2f}) it is {drop:.3f} lower "
+            f"while the proxy is {abs(rise):.3f} {'higher' if rise > 0 else 'lower'}")
 
 
 def plot(path: str, proxy: str, description: str, bon: list[dict], gold_bon: list[dict], runs: dict[str, list[dict]], fits: dict[str, Fit]) -> bool:
@@ -106,7 +106,8 @@ def cost_table(folder: str, results: dict) -> list[str]:
             "| piece | wall (s) | CPU (s) |", "|---|---|---|"] + rows + [""]
 
 
-def write_report(folder: str, budget: Budget, quality: dict, pool: dict, dpo_info: dict, results: dict, command: str, machine: str) -> dict:
+def write_report(folder: str, budget: Budget, quality: dict, pool: dict, dpo_info: dict, results: dict, command: str, machine: str, cache: str | None = None) -> dict:
+    """``cache``: the study's output folder (its done/ files give the cost table); default ``folder``."""
     os.makedirs(folder, exist_ok=True)
     gold_all = np.array(pool["gold"]).ravel()
     lines = ["# Reward over-optimisation on the embedded task (gold reward known)", "",
@@ -164,7 +165,7 @@ def write_report(folder: str, budget: Budget, quality: dict, pool: dict, dpo_inf
     for name, method, form, f, pts in fit_rows:
         peak = "none (β ≤ 0)" if f.peak is None else f"{f.peak:.2f}"
         lines.append(f"| {name} | {method} | {form} | {f.alpha:.4f} | {f.beta:.4f} | {f.r2:.3f} | {f.points} | {peak} | {max(p['d'] for p in pts):.2f} |")
-    lines += ["", "## Curves", ""] + tables + cost_table(folder, results)
+    lines += ["", "## Curves", ""] + tables + cost_table(cache or folder, results)
     path = os.path.join(folder, "results.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     machine = (f"{platform.machine()}, {os.cpu_count()} CPU core(s); 1-minute load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. "
                f"This call: {wall / 60:.1f} min wall (pieces finished earlier are reused, not re-timed); CPU time of the optimisation runs when they trained: {cpu_runs / 60:.1f} min (main process this call: {(time.process_time() - cpu_start) / 60:.1f} min)")
     command = "python experiments/overoptimization/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = write_report(args.results or out, budget, quality, pool, dpo_info, results, command.strip(), machine)
+    report = write_report(args.results or out, budget, quality, pool, dpo_info, results, command.strip(), machine, cache=out)
     say(f"done in {wall / 60:.1f} min: {report['results_md']}" + "".join(f", {f}" for f in report["figures"]))
     return {**report, "out": out, "quality": quality, "pool": pool, "results": results}
 
