@@ -307,7 +307,7 @@ def main() -> None:
     parser.add_argument("--prefix-sharing", action="store_true")
     parser.add_argument("--logger", action="store_true", help="lit_align with Lightning's default TensorBoard logger (as the CLI runs)")
     parser.add_argument("--trim", action="store_true", help="malloc_trim(0) at each phase boundary")
-    parser.add_argument("--free-grads", action="store_true", help="lit_align: free the gradients right after each optimiser step (as TRL/HF Trainer does) instead of after the next forward")
+    parser.add_argument("--free-grads", action="store_true", help="lit_align: free the gradients right after each optimiser step (as TRL/HF Trainer does); built into AlignmentModule since d9466cf, kept to measure code from before it")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", help="also write the results as JSON here")
     parser.add_argument("--side", help=argparse.SUPPRESS)
