@@ -34,20 +34,17 @@ def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: tor
     in bf16 the log-softmax of a 32k-way vocabulary loses ~2 digits, which is larger than the
     log-ratio differences DPO-style losses are built from.
     """
-    labels = input_ids[:, 1:]
     mask = loss_mask[:, 1:].to(torch.float32)
-    logits = logits[:, :-1].to(torch.float32)
-    # log_softmax(x)[y] = x[y] - logsumexp(x): avoids materialising a [B, T, V] log-prob tensor twice.
-    token_logits = torch.gather(logits, dim=-1, index=labels.unsqueeze(-1)).squeeze(-1)
-    token_logps = token_logits - torch.logsumexp(logits, dim=-1)
-    return SequenceLogps(sum=(token_logps * mask).sum(-1), count=mask.sum(-1))
+    logps = token_logps(logits, input_ids)
+    return SequenceLogps(sum=(logps * mask).sum(-1), count=mask.sum(-1))
 
 
 def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Per-token log pi(token_t | tokens_<t), shape [B, T-1], in fp32: the full-logits oracle that
-    tests compare the compact and prefix-shared heads against (tests/test_prefix_sharing.py)."""
+    """Per-token log pi(token_t | tokens_<t), shape [B, T-1], in fp32, from full logits [B, T, V]
+    (the full head's path, and the oracle the compact and prefix-shared heads are tested against)."""
     logits = logits[:, :-1].to(torch.float32)
     labels = input_ids[:, 1:]
+    # log_softmax(x)[y] = x[y] - logsumexp(x): avoids materialising a [B, T, V] log-prob tensor twice.
     return torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
 
 
