@@ -34,7 +34,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -309,7 +308,7 @@ def main() -> None:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from benchmarks.workload import MODELS, WORKLOADS, write_model
+    from benchmarks.workload import MODELS, WORKLOADS, run_child, trl_importable, write_model
 
     writer, max_length, max_prompt_length = WORKLOADS[args.workload]
     args.max_length = args.max_length or max_length
@@ -327,16 +326,14 @@ def main() -> None:
     env = {**os.environ, "LIT_ALIGN_CACHE": os.path.join(workdir, "cache"), "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     results = []
     for name in runs:
-        if name.startswith("trl-") and subprocess.run([sys.executable, "-c", "import trl"], env=env, capture_output=True).returncode:
+        if name.startswith("trl-") and not trl_importable(env):
             print(f"{name}: skipped (TRL not installed; pip install -e '.[trl]')")
             continue
         child = [sys.executable, __file__, "--one", name, "--data", data] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("one", "data", "runs", "out") and v is not None]
-        proc = subprocess.run(child, env=env, capture_output=True, text=True, cwd=REPO)
-        line = next((line for line in proc.stdout.splitlines() if line.startswith("BENCH ")), None)
-        if line is None:
-            print(f"{name}: FAILED\n{proc.stderr[-3000:]}")
+        result = run_child(child, "BENCH", env, name)
+        if result is None:
             continue
-        results.append(json.loads(line[len("BENCH ") :]))
+        results.append(result)
         r = results[-1]
         print(f"{name:30s} {r['pairs_per_s']:8.1f} pairs/s  {r['pairs_per_cpu_s']:8.1f} pairs/CPU-s  {r['step_s'] * 1000:7.1f} ms/step  peak RSS {r['peak_rss_mb']:6.0f} MB (+{r['rss_rise_mb']:4.0f})  MFU {100 * r['mfu']:5.1f}%", flush=True)
     print(f"\ncommand: python benchmarks/bench_algorithms.py {' '.join(sys.argv[1:])}")

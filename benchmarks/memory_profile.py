@@ -37,7 +37,6 @@ import ctypes
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 
@@ -319,7 +318,7 @@ def main() -> None:
     if args.side:
         return child(args)
 
-    from benchmarks.workload import MODELS, WORKLOADS, write_model
+    from benchmarks.workload import MODELS, WORKLOADS, run_child, trl_importable, write_model
 
     writer, args.max_length, args.max_prompt_length = WORKLOADS[args.workload]
     workdir = tempfile.mkdtemp(prefix="lit-align-memory-")
@@ -328,19 +327,17 @@ def main() -> None:
     env = {**os.environ, "LIT_ALIGN_CACHE": os.path.join(workdir, "cache"), "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore", "HF_DATASETS_CACHE": os.path.join(workdir, "datasets")}
     results = []
     for side in args.sides.split(","):
-        if side == "trl" and subprocess.run([sys.executable, "-c", "import trl"], env=env, capture_output=True).returncode:
+        if side == "trl" and not trl_importable(env):
             print("trl: skipped (not importable; PYTHONPATH=/tmp/trl_env or pip install -e '.[trl]')")
             continue
         for reference in args.references.split(","):
             command = [sys.executable, __file__, "--side", side, "--reference", reference, "--data", data, "--model", model, "--max-length", str(args.max_length), "--max-prompt-length", str(args.max_prompt_length)]
             command += [f"--{k}={v}" for k, v in (("batch-size", args.batch_size), ("steps", args.steps), ("profile-steps", args.profile_steps), ("threads", args.threads))]
             command += [flag for flag, on in (("--prefix-sharing", args.prefix_sharing), ("--logger", args.logger), ("--trim", args.trim), ("--free-grads", args.free_grads)) if on]
-            proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
-            line = next((line for line in proc.stdout.splitlines() if line.startswith("PROFILE ")), None)
-            if line is None:
-                print(f"{side} / {reference}: FAILED\n{proc.stderr[-3000:]}")
+            result = run_child(command, "PROFILE", env, f"{side} / {reference}")
+            if result is None:
                 continue
-            results.append(json.loads(line[len("PROFILE ") :]))
+            results.append(result)
             print_profile(results[-1])
     print(f"\ncommand: python benchmarks/memory_profile.py {' '.join(sys.argv[1:])}")
     by_key = {(r["side"], r["reference"]): r["peak_mb"] for r in results}

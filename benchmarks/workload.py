@@ -12,7 +12,10 @@ exchange of several reviews before the one to continue, as a multi-turn chat doe
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 
 from lit_align.embedded.task import make_completion, make_prompt
 
@@ -86,3 +89,19 @@ def write_model(path: str, seed: int = 0, **config: int) -> str:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def run_child(command: list[str], tag: str, env: dict[str, str], label: str) -> dict | None:
+    """Run one measurement in a fresh process (peak RSS is per process) and return the JSON it prints
+    after ``tag``; on failure print the tail of its stderr under ``label`` and return None."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=repo)
+    line = next((line for line in proc.stdout.splitlines() if line.startswith(tag + " ")), None)
+    if line is None:
+        print(f"{label}: FAILED\n{proc.stderr[-3000:]}")
+        return None
+    return json.loads(line[len(tag) + 1 :])
+
+
+def trl_importable(env: dict[str, str]) -> bool:
+    return subprocess.run([sys.executable, "-c", "import trl"], env=env, capture_output=True).returncode == 0
