@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from lit_align.modeling import is_embedded, load_tokenizer
+from lit_align.modeling import EMBEDDED_PREFIX, is_embedded, load_tokenizer
 
 
 @lru_cache(maxsize=8)
@@ -18,9 +18,9 @@ def max_positions(model: str) -> int | None:
     (the model loader reports an unreadable model with its own message)."""
     try:
         if is_embedded(model):
-            from lit_align.embedded.model import build_model
+            from lit_align.embedded.model import model_config
 
-            config = build_model(load_tokenizer(model), size=model.split(":", 1)[1]).config
+            config = model_config(load_tokenizer(model), size=model[len(EMBEDDED_PREFIX) :])  # no weights built
         else:
             from transformers import AutoConfig
 

@@ -13,11 +13,11 @@ SIZES = {
 }
 
 
-def build_model(tokenizer: PreTrainedTokenizerBase, size: str = "tiny", seed: int = 0) -> LlamaForCausalLM:
-    """A randomly initialised ``LlamaForCausalLM`` whose vocabulary matches ``tokenizer``."""
+def model_config(tokenizer: PreTrainedTokenizerBase, size: str = "tiny") -> LlamaConfig:
+    """The config of the embedded model of ``size`` (readable without building any weights)."""
     if size not in SIZES:
         raise ValueError(f"unknown embedded model size {size!r}; choose one of {sorted(SIZES)}")
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=128,
         bos_token_id=tokenizer.bos_token_id,
@@ -26,6 +26,11 @@ def build_model(tokenizer: PreTrainedTokenizerBase, size: str = "tiny", seed: in
         tie_word_embeddings=True,
         **SIZES[size],
     )
+
+
+def build_model(tokenizer: PreTrainedTokenizerBase, size: str = "tiny", seed: int = 0) -> LlamaForCausalLM:
+    """A randomly initialised ``LlamaForCausalLM`` whose vocabulary matches ``tokenizer``."""
+    config = model_config(tokenizer, size)
     # Seeded locally so building the model never disturbs the global RNG stream of a run.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
