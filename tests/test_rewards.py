@@ -67,8 +67,10 @@ def test_hf_reward_append_eos_keeps_the_end_when_truncating(tmp_path):
     tokenizer = build_tokenizer()
     ids = tokenizer("the film was great and moving .")["input_ids"]
     score = HFClassifierReward(str(tmp_path), max_length=4, device="cpu")(["the film was"], ["great and moving ."])
+    # Cut from the left as the training encoder cuts prompts: the BOS stays, then the last tokens and the EOS.
+    assert ids[0] == tokenizer.bos_token_id
     with torch.no_grad():
-        expected = model(input_ids=torch.tensor([(ids + [tokenizer.eos_token_id])[-4:]])).logits[0, 0]
+        expected = model(input_ids=torch.tensor([[ids[0]] + (ids + [tokenizer.eos_token_id])[-3:]])).logits[0, 0]
     assert score.item() == pytest.approx(expected.item(), abs=1e-5)
 
 

@@ -10,7 +10,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lit_align.errors import ConfigError, check_range
+from lit_align.ops import pad_right
+from lit_align.reward_head import pool_last_token
 from lit_align.rewards.base import RewardFunction
+from lit_align.rewards.layout import adds_bos, reward_input_ids
 from lit_align.utils.dtypes import check_dtype
 
 ScoreKind = Literal["logit", "probability", "log_odds"]
@@ -43,15 +46,17 @@ class HFClassifierReward(RewardFunction):
         template: How prompt and completion are joined into the classified text; ``chat`` renders
             them as a user and an assistant turn with the reward model's own chat template (the
             usual form for chat reward models), without adding special tokens a second time.
-        append_eos: End every tokenized text with exactly one EOS token, as lit_align's
-            ``RewardModel`` saw its training pairs (the encoder ends every completion with EOS and
-            the head reads the last token, so the score lives on that EOS). Without it a lit_align
-            reward model is read one token early, on a position it was never trained on (measured on
-            the embedded task: Spearman with the gold reward 0.78 with EOS, 0.30 without). Tokens
-            after the last EOS (e.g. a chat template's trailing newline) are dropped, as the
-            training encoder does. None (default): on for a one-output reward model whose tokenizer
-            has an EOS token, off for multi-label classifiers (sentiment models are trained on
-            plain text; BERT-style tokenizers add their own [SEP], which is their EOS, anyway).
+        append_eos: Score exactly [BOS] + text + one EOS (``lit_align.rewards.layout``), as
+            lit_align's ``RewardModel`` saw its training pairs (the encoder ends every completion
+            with EOS and the head reads the last token, so the score lives on that EOS), whatever
+            the tokenizer's conventions: GPT-2 (no BOS added, BOS = EOS), OPT (BOS = EOS prepended),
+            Llama-style (adds BOS and maybe EOS itself). Without it a lit_align reward model is read
+            one token early, on a position it was never trained on (measured on the embedded task:
+            Spearman with the gold reward 0.78 with EOS, 0.30 without). A text that already ends in
+            EOS (e.g. a chat template's end of turn, whose trailing newline is dropped, as the
+            training encoder does) gets no second one. None (default): on for a one-output reward
+            model whose tokenizer has an EOS token, off for multi-label classifiers (sentiment
+            models are trained on plain text; BERT-style tokenizers add their own [SEP] anyway).
         batch_size: Texts per forward pass.
         max_length: Longest text in tokens (cut from the left: the completion is at the end).
         device: ``cuda``/``cpu``; default CUDA when available.
@@ -89,7 +94,7 @@ class HFClassifierReward(RewardFunction):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.tokenizer.truncation_side = "left"
+        self.tokenizer.truncation_side = "left"  # without append_eos (with it, reward_input_ids cuts from the left too)
         self.label = self._label_index(label)
         self.score = score
         if template == "chat" and not self.tokenizer.chat_template:
@@ -100,6 +105,7 @@ class HFClassifierReward(RewardFunction):
         if append_eos and self.tokenizer.eos_token_id is None:
             raise ConfigError(f"HFClassifierReward: append_eos=True but the tokenizer of {model!r} has no EOS token; set append_eos: false")
         self.append_eos = append_eos
+        self.adds_bos = adds_bos(self.tokenizer)
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -123,18 +129,25 @@ class HFClassifierReward(RewardFunction):
         return self.template.format(prompt=prompt, completion=completion)
 
     def _tokenize(self, texts: list[str], add_special_tokens: bool) -> dict[str, torch.Tensor]:
-        """Token ids, padded, each ending in one EOS when ``append_eos`` (cut from the left to ``max_length``)."""
-        if not self.append_eos:
-            return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt", add_special_tokens=add_special_tokens)
-        eos = self.tokenizer.eos_token_id
-        rows = []
-        for ids in self.tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]:
-            if eos in ids:
-                ids = ids[: len(ids) - ids[::-1].index(eos)]
-            else:
-                ids = ids + [eos]
-            rows.append(ids[-self.max_length :])  # keep the end: the completion and its EOS
-        return self.tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+        """Token ids right-padded as in training, with the attention mask; with ``append_eos`` each row
+        is laid out by ``reward_input_ids`` ([BOS] + text + one EOS, whatever the tokenizer's conventions)."""
+        if self.append_eos:
+            # The BOS a tokenizer adds on its own, as the training encoder puts it; a rendered chat template brings its own.
+            rows = [reward_input_ids(self.tokenizer, text, self.adds_bos and add_special_tokens, self.max_length) for text in texts]
+        else:
+            rows = self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=add_special_tokens)["input_ids"]
+        return {"input_ids": pad_right(rows, self.tokenizer.pad_token_id), "attention_mask": pad_right([[1] * len(r) for r in rows], 0)}
+
+    def _logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Class logits [batch, labels], float32."""
+        head = getattr(self.model, "score", None)
+        if isinstance(head, torch.nn.Linear):
+            # A causal-LM classifier (Llama, GPT-2, OPT, Qwen, ...): read its head on the last attended
+            # token, as RewardModel trains it. Hugging Face's own forward reads the last token that is
+            # not the pad id, which skips a final EOS when pad == EOS (GPT-2, Llama without a pad token).
+            hidden = self.model.base_model(**inputs, use_cache=False).last_hidden_state
+            return head(pool_last_token(hidden, inputs["attention_mask"])).to(torch.float32)
+        return self.model(**inputs).logits.to(torch.float32)
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
@@ -144,8 +157,8 @@ class HFClassifierReward(RewardFunction):
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]
             # A rendered chat template already holds its special tokens (BOS): add none on top.
-            inputs = self._tokenize(batch, add_special_tokens=not chat).to(self.device)
-            logits = self.model(**inputs).logits.to(torch.float32)
+            inputs = {k: v.to(self.device) for k, v in self._tokenize(batch, add_special_tokens=not chat).items()}
+            logits = self._logits(inputs)
             if self.score == "logit":
                 scores.append(logits[:, self.label])
             elif self.score == "probability":
