@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from lit_align.rewards.base import RewardFunction
+from lit_align.rewards.sanity import warn_if_constant
 
 
 def decode_completion(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
@@ -33,7 +34,9 @@ def score_texts(reward: RewardFunction, prompt_texts: Sequence[str], texts: Sequ
         raise ValueError(f"every prompt needs the same number of completions, got {sorted({len(t) for t in texts})}")
     prompts = [p for p in prompt_texts for _ in range(k)]
     flat = [t for per_prompt in texts for t in per_prompt]
-    return reward(prompts, flat).to(torch.float32).view(len(prompt_texts), k)
+    scores = reward(prompts, flat).to(torch.float32).view(len(prompt_texts), k)
+    warn_if_constant(reward, scores)  # a reward that scores every text alike: said once, loudly
+    return scores
 
 
 def score_completions(tokenizer: PreTrainedTokenizerBase, reward: RewardFunction, prompt_texts: Sequence[str], completion_ids: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:

@@ -26,6 +26,7 @@ from lit_align.data.batches import BestOfNBatch, PairwiseBatch
 from lit_align.data.collate import sequences_with_mask
 from lit_align.errors import ConfigError, check_range
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
+from lit_align.rewards.sanity import NoPairWatch
 
 
 class LabelledPairs(NamedTuple):
@@ -85,6 +86,7 @@ class OnlinePairs(OnlineSampling):
         # Kept out of the module tree (plain attribute): not trained, not checkpointed; rebuilt on resume.
         object.__setattr__(self, "_snapshot", None)
         self._snapshot_step = -1
+        self.no_pair_watch = NoPairWatch(type(self).__name__)
 
     def _seed(self, stage: str) -> int:
         # Validation draws depend on the batch only, so every validation samples alike for a given policy.
@@ -112,6 +114,8 @@ class OnlinePairs(OnlineSampling):
             )
         samples, rewards = self.sample_and_score(self.sampling_policy(stage), batch, self.num_samples, self._seed(stage))
         pairs = label_pairs(rewards)
+        if stage == "train":
+            self.no_pair_watch.update(pairs.num_pairs, len(batch))
         logs = {"online/reward": rewards.mean(), "online/ties": torch.tensor(float(len(batch) - pairs.num_pairs)), "online/pairs": torch.tensor(float(pairs.num_pairs))}
         if pairs.num_pairs == 0:
             return None, logs

@@ -16,11 +16,15 @@ Adds to ``SampledEvaluation``'s ``eval/reward``, ``eval/kl`` and ``eval/length``
 
 The reference here is always the INITIAL model: iterative BOND and J-BOND move their anchor, and
 measuring against a moving anchor would hide the drift that ``eval/kl`` is meant to show.
+
+The reward is ``SampledEvaluation``'s rule (the configured one, else the algorithm's, else the
+lexicon on embedded prompts only); without one, only ``eval/kl``, ``eval/length`` and the analytic
+KL are logged, never a quantile of foreign text under the embedded task's lexicon.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import ContextManager
 
 import torch
@@ -30,20 +34,8 @@ from transformers import PreTrainedModel
 from lit_align.callbacks.sampled_eval import SampledEvaluation, reference_scope
 from lit_align.generation import sample_completions
 from lit_align.losses.bond import analytic_bon_kl, empirical_bon_kl, expected_best_of_n, quantile_estimate
-from lit_align.rewards import LexiconSentimentReward, RewardFunction
+from lit_align.rewards import RewardFunction
 from lit_align.scoring import score_completions
-
-
-class _RecordingReward(RewardFunction):
-    """Keeps the last scores, so the quantile of the parent's policy samples needs no second draw."""
-
-    def __init__(self, inner: RewardFunction) -> None:
-        self.inner = inner
-        self.last: torch.Tensor | None = None
-
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
-        self.last = self.inner(prompts, completions)
-        return self.last
 
 
 class BestOfNEvaluation(SampledEvaluation):
@@ -54,7 +46,8 @@ class BestOfNEvaluation(SampledEvaluation):
         num_reference_samples: Reference samples per prompt for the quantile and Best-of-N
             estimates (at least ``best_of_n``); drawn once per run, the reference does not change.
         reward, num_prompts, samples_per_prompt, max_new_tokens, kl_reference, seed, prompts,
-        evaluate_at_start: See ``SampledEvaluation``; ``kl_reference="auto"`` means the initial model here.
+        evaluate_at_start: See ``SampledEvaluation`` (``reward``: default the algorithm's, as there);
+            ``kl_reference="auto"`` means the initial model here.
     """
 
     def __init__(
@@ -71,7 +64,7 @@ class BestOfNEvaluation(SampledEvaluation):
         evaluate_at_start: bool = False,
     ) -> None:
         super().__init__(
-            _RecordingReward(reward or LexiconSentimentReward()),
+            reward,
             num_prompts=num_prompts,
             samples_per_prompt=samples_per_prompt,
             max_new_tokens=max_new_tokens,
@@ -99,14 +92,14 @@ class BestOfNEvaluation(SampledEvaluation):
             return self.initial_reference(pl_module)
         return super()._reference(pl_module)
 
-    def reference_rewards(self, reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]]", datamodule, n: int) -> torch.Tensor:
-        """Rewards [P, m] of m reference samples per evaluation prompt, drawn once and cached."""
+    def reference_rewards(self, reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]]", datamodule, n: int, reward: RewardFunction) -> torch.Tensor:
+        """Rewards [P, m] under ``reward`` of m reference samples per evaluation prompt, drawn once and cached."""
         if self._reference_rewards is None:
             texts, prompt_ids = zip(*self.held_out_prompts(datamodule))
             m = max(self.num_reference_samples, n)
             with reference_scope(reference) as model:
                 samples = sample_completions(model, datamodule.tokenizer, list(prompt_ids), m, self.max_new_tokens, batch_size=256, seed=self.seed + 1)
-            self._reference_rewards = score_completions(datamodule.tokenizer, self.reward.inner, list(texts), samples)
+            self._reference_rewards = score_completions(datamodule.tokenizer, reward, list(texts), samples)
         return self._reference_rewards
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -115,13 +108,16 @@ class BestOfNEvaluation(SampledEvaluation):
         datamodule = trainer.datamodule
         n = self.best_of_n or getattr(datamodule, "num_samples", 4)
         self.last = self.measure(pl_module.policy.policy, datamodule, self._reference(pl_module))
-        policy_rewards = self.reward.last.view(-1, self.samples_per_prompt)
-        reference_rewards = self.reference_rewards(self.initial_reference(pl_module), datamodule, n)
-        self.last.update({
-            "eval/quantile": quantile_estimate(policy_rewards, reference_rewards).mean().item(),
-            "eval/bon_reward": expected_best_of_n(reference_rewards, n).mean().item(),
-            "eval/reference_reward": reference_rewards.mean().item(),
-            "eval/bon_kl_analytic": analytic_bon_kl(n),
-            "eval/bon_kl_ties": empirical_bon_kl(reference_rewards, n).mean().item(),
-        })
+        self.last["eval/bon_kl_analytic"] = analytic_bon_kl(n)
+        reward = self.reward_for(datamodule)
+        if self.last_rewards is not None and reward is not None:
+            # The policy samples' rewards of this measure: no second draw for the quantile.
+            policy_rewards = self.last_rewards.view(-1, self.samples_per_prompt)
+            reference_rewards = self.reference_rewards(self.initial_reference(pl_module), datamodule, n, reward)
+            self.last.update({
+                "eval/quantile": quantile_estimate(policy_rewards, reference_rewards).mean().item(),
+                "eval/bon_reward": expected_best_of_n(reference_rewards, n).mean().item(),
+                "eval/reference_reward": reference_rewards.mean().item(),
+                "eval/bon_kl_ties": empirical_bon_kl(reference_rewards, n).mean().item(),
+            })
         pl_module.log_dict(self.last, sync_dist=True)

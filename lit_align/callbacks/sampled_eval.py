@@ -1,12 +1,21 @@
-"""Sampling-based evaluation: ground-truth reward of policy samples and KL(policy || reference).
+"""Sampling-based evaluation: reward of policy samples and KL(policy || reference).
 
 Logged under the same tags for every algorithm (``eval/reward``, ``eval/kl``, ``eval/length``),
 which is what makes reward-vs-KL comparisons across methods fair.
 
-``eval/reward`` needs a reward that means something on the evaluated prompts. Without one
-configured, the embedded task's lexicon is used only on embedded prompts; on a user's own data the
-callback logs KL and length only, and says once why: a lexicon score of foreign text is ~0 and
-would read as a measurement.
+The evaluation reward follows one rule, here and in ``BestOfNEvaluation`` (``reward_for``):
+
+1. the callback's own ``reward``, when one is configured;
+2. else the algorithm's reward (``pl_module.reward``: online DPO, BOND, J-BOND), so eval/reward is
+   the quantity the run optimises;
+3. else, on the embedded task's prompts, the task's lexicon (its ground truth);
+4. else none: eval/kl and eval/length only, and the callback says once why.
+
+The embedded task's lexicon is never used by default on prompts that are not the embedded task's
+(it scores foreign text ~0, which would read as a measurement), not even as the algorithm's reward.
+On embedded prompts, when the evaluation reward is not the lexicon (e.g. a learned reward model),
+``eval/gold_reward`` logs the lexicon too, so over-optimisation of a proxy stays visible. A
+checkpoint that monitors eval/reward should follow what is logged (``LoggedMetricCheckpoint``).
 """
 
 from __future__ import annotations
@@ -50,15 +59,16 @@ def reference_scope(reference: "PreTrainedModel | Callable[[], ContextManager[Pr
 class SampledEvaluation(Callback):
     """After each validation epoch: sample from the policy on held-out prompts and log
 
-    * ``eval/reward`` — mean ground-truth reward of the samples;
+    * ``eval/reward`` — mean reward of the samples, by the rule of the module docstring;
+    * ``eval/gold_reward`` — on embedded prompts when that reward is not the lexicon: the lexicon's;
     * ``eval/kl`` — mean of log pi(y|x) - log pi_ref(y|x) over y ~ pi: an unbiased Monte-Carlo
       estimate of the sequence-level KL(pi || pi_ref) (samples are pure ancestral, temperature 1);
     * ``eval/length`` — mean completion length in tokens.
 
     Args:
-        reward: Ground-truth reward function (``class_path``). Default (null): the embedded task's
-            lexicon on embedded prompts; on any other data no ``eval/reward`` is logged (set a
-            reward, e.g. ``lit_align.rewards.HFClassifierReward``, to get one).
+        reward: Reward function (``class_path``), used on any prompts. Default (null): the
+            algorithm's reward (``pl_module.reward``), else the embedded task's lexicon on
+            embedded prompts; the lexicon is never a default on other prompts (module docstring).
         num_prompts: Held-out prompts per evaluation.
         samples_per_prompt: Samples per prompt.
         max_new_tokens: Generation budget.
@@ -89,6 +99,7 @@ class SampledEvaluation(Callback):
         check_range(self, "max_new_tokens", max_new_tokens, 1, integer=True)
         check_range(self, "seed", seed, 0, integer=True)
         self.reward = reward
+        self.algorithm_reward: RewardFunction | None = None
         self._lexicon: RewardFunction | None = None
         self._said_why = False
         self.num_prompts = num_prompts
@@ -101,6 +112,12 @@ class SampledEvaluation(Callback):
         self._prompts: list[tuple[str, list[int]]] | None = None
         self._loaded_reference: PreTrainedModel | None = None
         self.last: dict[str, float] = {}
+        self.last_rewards: torch.Tensor | None = None  # [prompts, samples_per_prompt] of the last measure, when a reward was used
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # The algorithm's reward, when it trains on one (online DPO, BOND, J-BOND): rule 2 of the module docstring.
+        reward = getattr(pl_module, "reward", None)
+        self.algorithm_reward = reward if isinstance(reward, RewardFunction) else None
 
     def _reference(self, pl_module: LightningModule) -> "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]] | None":
         if self.kl_reference is None:
@@ -126,21 +143,33 @@ class SampledEvaluation(Callback):
             self._prompts = [(datamodule.encoder.render_prompt(t), datamodule.encoder.encode_prompt(t)) for t in texts]
         return self._prompts
 
+    def _embedded_prompts(self, datamodule) -> bool:
+        return is_embedded(self.prompts) if self.prompts is not None else bool(getattr(datamodule, "embedded_task", False))
+
     def reward_for(self, datamodule) -> RewardFunction | None:
-        """The configured reward; else the lexicon when the prompts are the embedded task's; else None (said once)."""
+        """The evaluation reward by the rule of the module docstring; None (said once) when there is none."""
         if self.reward is not None:
             return self.reward
-        source = self.prompts if self.prompts is not None else getattr(datamodule, "dataset", "")
-        embedded = is_embedded(self.prompts) if self.prompts is not None else bool(getattr(datamodule, "embedded_task", False))
+        embedded = self._embedded_prompts(datamodule)
+        algorithm = self.algorithm_reward
+        if algorithm is not None and (embedded or not isinstance(algorithm, LexiconSentimentReward)):
+            return algorithm
         if embedded:
             self._lexicon = self._lexicon or LexiconSentimentReward()
             return self._lexicon
         if not self._said_why:
             self._said_why = True
+            source = self.prompts if self.prompts is not None else getattr(datamodule, "dataset", "")
+            why = (
+                "the algorithm's reward is the embedded task's lexicon (LexiconSentimentReward), which scores foreign text as ~0, so the "
+                "algorithm is likely learning nothing either: set its reward (model.init_args.reward), e.g. "
+                if algorithm is not None
+                else "no reward is configured and the algorithm has none, and the embedded task's lexicon would score foreign text as ~0. "
+                "To log eval/reward, give the callback a reward, e.g. "
+            )
             rank_zero_info(
-                f"lit_align: SampledEvaluation logs eval/kl and eval/length only: no reward is configured, and the prompts ({source}) "
-                "are not the embedded task, whose lexicon reward would score foreign text as ~0. To log eval/reward, give the "
-                "callback a reward, e.g. reward: {class_path: lit_align.rewards.HFClassifierReward, init_args: {model: <reward model>}}."
+                f"lit_align: {type(self).__name__} logs eval/kl and eval/length only: the prompts ({source}) are not the embedded task, and "
+                f"{why}{{class_path: lit_align.rewards.HFClassifierReward, init_args: {{model: <reward model>}}}}."
             )
         return None
 
@@ -157,8 +186,12 @@ class SampledEvaluation(Callback):
         completions = [c for per_prompt in samples for c in per_prompt]
         result = {"eval/length": sum(map(len, completions)) / len(completions)}
         reward = self.reward_for(datamodule)
-        if reward is not None:
-            result["eval/reward"] = score_completions(tokenizer, reward, list(texts), samples).mean().item()
+        self.last_rewards = None if reward is None else score_completions(tokenizer, reward, list(texts), samples)
+        if self.last_rewards is not None:
+            result["eval/reward"] = self.last_rewards.mean().item()
+        if reward is not None and not isinstance(reward, LexiconSentimentReward) and self._embedded_prompts(datamodule):
+            self._lexicon = self._lexicon or LexiconSentimentReward()
+            result["eval/gold_reward"] = score_completions(tokenizer, self._lexicon, list(texts), samples).mean().item()
         if reference is not None:
             pad = tokenizer.pad_token_id
             policy.eval()
