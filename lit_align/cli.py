@@ -64,7 +64,9 @@ class AlignCLI(LightningCLI):
         config = self.config_init[self.subcommand]
         path = config.get("ckpt_path")
         if path == "last":
-            config["ckpt_path"] = find_last_checkpoint(self.trainer) or "last"
+            config["ckpt_path"] = find_last_checkpoint(self.trainer)
+            if config["ckpt_path"] is None:
+                print("lit_align: warning: --ckpt_path last found no readable checkpoint of this run name: starting from scratch.", file=sys.stderr)
         elif path is not None and not _names_no_local_file(str(path)) and not os.path.exists(str(path)):
             raise ConfigError(
                 f"--ckpt_path {path!r} does not exist. Give a checkpoint file written by a run "

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_align.checkpoint_io import IDENTITY_KEY, identity, unreadable_reason
+from lit_align.checkpoint_io import IDENTITY_KEY, TEMP_MARK, identity, unreadable_reason
 
 PREEMPTED_NAME = "preempted.ckpt"
 LAST_PATTERN = re.compile(r"^last(-v\d+)?\.ckpt$")
@@ -60,6 +60,11 @@ def find_last_checkpoint(trainer: Trainer, quiet: bool = False) -> str | None:
         for name in os.listdir(folder)
         if name == PREEMPTED_NAME or LAST_PATTERN.match(name)
     ]
+    for folder in set(folders):
+        leftovers = glob.glob(os.path.join(folder, f"*{TEMP_MARK}*"))
+        if leftovers and not quiet:
+            print(f"lit_align: warning: {', '.join(sorted(leftovers))}: partial save(s) of a killed run; "
+                  "safe to delete unless a run of this name is saving right now.", file=sys.stderr)
     # Newest first; a save that was killed or ran out of disk (before atomic saves, or by another
     # tool) leaves an unreadable file: skip it, say so, and take the next one.
     for path in sorted(found, key=os.path.getmtime, reverse=True):
