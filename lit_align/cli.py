@@ -65,7 +65,7 @@ class AlignCLI(LightningCLI):
         path = config.get("ckpt_path")
         if path == "last":
             config["ckpt_path"] = find_last_checkpoint(self.trainer)
-            if config["ckpt_path"] is None:
+            if config["ckpt_path"] is None and self.trainer.is_global_zero:
                 print("lit_align: warning: --ckpt_path last found no readable checkpoint of this run name: starting from scratch.", file=sys.stderr)
         elif path is not None and not _names_no_local_file(str(path)) and not os.path.exists(str(path)):
             raise ConfigError(

@@ -279,3 +279,38 @@ def test_disk_full_while_saving_keeps_last_and_leaves_no_partial_file(tmp_path):
             process.kill()
             process.wait()
         subprocess.run(["umount", disk], capture_output=True)
+
+
+class _KillWhilePickled:
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of torch.save
+
+
+class KillDuringSave(Callback):
+    """Test helper: kill -9 this process while it writes the checkpoint of global step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.global_step == self.step:
+            checkpoint["kill"] = _KillWhilePickled()
+
+
+def test_kill_9_during_a_save_leaves_last_resumable(tmp_path, capsys):
+    config = tiny_sft_config(tmp_path)
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), "LIT_ALIGN_DEBUG": ""}
+    kill = '--trainer.callbacks+={"class_path": "tests.test_preemption.KillDuringSave", "init_args": {"step": 6}}'
+    args = ["fit", "--config", config, f"--trainer.logger.init_args.save_dir={tmp_path}", kill]
+    result = subprocess.run([sys.executable, "-m", "lit_align", *args], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    checkpoints = os.path.join(str(tmp_path), "sft", "version_0", "checkpoints")
+    names = os.listdir(checkpoints)
+    leftovers = [n for n in names if TEMP_MARK in n]
+    assert len(leftovers) == 1, names  # the killed save's temp file, beside the checkpoints (not in /tmp)
+    last = os.path.join(checkpoints, "last.ckpt")
+    assert unreadable_reason(last) is None and torch.load(last, weights_only=True)["global_step"] == 3
+    capsys.readouterr()
+    cli = run_cli(["fit", "--config", config, "--trainer.max_steps=4", "--ckpt_path=last"], str(tmp_path))
+    assert cli.trainer.global_step == 4 and cli.trainer.ckpt_path == last
+    assert "partial save(s) of a killed run" in capsys.readouterr().err

@@ -46,6 +46,7 @@ def find_last_checkpoint(trainer: Trainer, quiet: bool = False) -> str | None:
     Lightning's own ``ckpt_path="last"`` only looks in the *new* run's folder (a fresh ``version_N``),
     so a relaunched job would silently start from scratch.
     """
+    quiet = quiet or not trainer.is_global_zero  # every rank resolves `last`; one says so
     folders = []
     logger = trainer.loggers[0] if trainer.loggers else None
     if logger is not None and logger.save_dir is not None:
