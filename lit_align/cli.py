@@ -86,7 +86,7 @@ class AlignCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
-        except SystemExit as stop:
+        except (SystemExit, KeyboardInterrupt) as stop:
             _remove_unused_log_dir(self.trainer)
             # Lightning's SIGTERMException is a bare SystemExit() (status 0), and its Ctrl-C path exits 1:
             # exit 128 + signal instead, so schedulers and `&&` see an unfinished run (docs/troubleshooting.md).

@@ -144,7 +144,12 @@ class Preemption(Callback):
         if isinstance(exception, SIGTERMException):
             if self.signal_number is None:
                 self.signal_number = signal.SIGTERM
-            self._save(trainer)
+            try:
+                self._save(trainer)
+            except KeyboardInterrupt:  # a second Ctrl-C during the save: the atomic save left nothing partial
+                if trainer.is_global_zero:
+                    print(interrupted_message(trainer), file=sys.stderr)
+                raise
         elif isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
             self.signal_number = signal.SIGINT
             print(interrupted_message(trainer), file=sys.stderr)
