@@ -227,7 +227,8 @@ def user_error(error: BaseException) -> UserError | None:
 def cli_main(args: list[str] | None = None) -> None:
     """``python -m lit_align`` / ``lit-align``: a configuration or data error prints one paragraph
     and exits with status 1; ``--debug`` or ``LIT_ALIGN_DEBUG=1`` shows its traceback. Any other
-    exception is a bug and keeps its traceback."""
+    exception is a bug and keeps its traceback. A run stopped by SIGTERM or Ctrl-C (after saving
+    ``preempted.ckpt``) exits 143 or 130, never 0."""
     argv = list(sys.argv[1:] if args is None else args)
     debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != DEBUG_FLAG]

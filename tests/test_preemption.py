@@ -12,7 +12,6 @@ import time
 
 import errno
 import shutil
-import tempfile
 
 import numpy as np
 import pytest
