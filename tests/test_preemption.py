@@ -11,6 +11,7 @@ import sys
 import time
 
 import errno
+import re
 import shutil
 
 import numpy as np
@@ -219,7 +220,9 @@ def test_second_ctrl_c_stops_at_once_and_says_what_was_lost(tmp_path):
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
-    assert "interrupted at global step 4 without saving: the 1 step(s) since the last checkpoint are lost" in output, output
+    # Step 4 unless a loaded machine let the run reach another step's pause first.
+    stopped = re.search(r"interrupted at global step (\d+) without saving: the (\d+) step\(s\) since the last checkpoint are lost", output)
+    assert stopped and int(stopped.group(1)) >= 4 and int(stopped.group(2)) == int(stopped.group(1)) - 3, output
     assert f"--ckpt_path last resumes from {last} (global step 3)" in output, output
 
 
