@@ -193,6 +193,7 @@ def marked_step(marker: str) -> int:
         return -1
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_exits_130_and_resumes(tmp_path):
     config = tiny_sft_config(tmp_path)
     process, marker = start_marked_run(tmp_path, config, 0.5)
@@ -209,6 +210,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resumes(tmp_path):
     assert cli.trainer.global_step == step + 1 and cli.trainer.ckpt_path == preempted
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_stops_at_once_and_says_what_was_lost(tmp_path):
     config = tiny_sft_config(tmp_path)
     process, marker = start_marked_run(tmp_path, config, 3.0)
@@ -256,6 +258,7 @@ def fill(folder: str) -> None:
         pass
 
 
+@pytest.mark.slow
 def test_disk_full_while_saving_keeps_last_and_leaves_no_partial_file(tmp_path):
     disk = small_filesystem(tmp_path)
     process = None
@@ -299,6 +302,7 @@ class KillDuringSave(Callback):
             checkpoint["kill"] = _KillWhilePickled()
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_save_leaves_last_resumable(tmp_path, capsys):
     config = tiny_sft_config(tmp_path)
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), "LIT_ALIGN_DEBUG": ""}
