@@ -16,6 +16,7 @@ import sys
 
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 # Import for their side effect of being importable by short class name in YAML/--help.
 import lit_align.algorithms  # noqa: F401
@@ -26,7 +27,9 @@ import lit_align.data.sft  # noqa: F401
 import lit_align.data.unpaired  # noqa: F401
 from lit_align.algorithms import AlignmentModule
 from lit_align.callbacks.nonfinite import NonFiniteGuard
-from lit_align.callbacks.preemption import Preemption, find_last_checkpoint
+from lit_align.callbacks.preemption import Preemption, exit_status, find_last_checkpoint
+from lit_align.checkpoint_io import check_resume_matches, use_atomic_saves
+from lit_align.cli_checks import check_config_files, check_learning_rate, check_output_folders, check_processes
 from lit_align.errors import ConfigError, UserError
 
 DEFAULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "defaults.yaml")
@@ -34,6 +37,7 @@ DEBUG_FLAG = "--debug"
 DEBUG_ENV = "LIT_ALIGN_DEBUG"
 # Lightning's own ckpt_path keywords; anything else names a file.
 CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+DEFAULT_SAVE_DIR = "runs"  # the logger's save_dir in defaults.yaml
 
 
 class AlignCLI(LightningCLI):
@@ -54,21 +58,41 @@ class AlignCLI(LightningCLI):
         return parser
 
     def before_fit(self) -> None:
+        self._preflight()
         self._connect()
         # Lightning's "last" looks only in this run's new version_N folder; look in the earlier ones.
         config = self.config_init[self.subcommand]
         path = config.get("ckpt_path")
         if path == "last":
-            config["ckpt_path"] = find_last_checkpoint(self.trainer) or "last"
+            config["ckpt_path"] = find_last_checkpoint(self.trainer)
+            if config["ckpt_path"] is None and self.trainer.is_global_zero:
+                print("lit_align: warning: --ckpt_path last found no readable checkpoint of this run name: starting from scratch.", file=sys.stderr)
         elif path is not None and not _names_no_local_file(str(path)) and not os.path.exists(str(path)):
             raise ConfigError(
                 f"--ckpt_path {path!r} does not exist. Give a checkpoint file written by a run "
                 "(runs/<name>/version_N/checkpoints/*.ckpt), or `last` to resume the latest run of this name."
             )
+        path = config.get("ckpt_path")
+        if path is not None and os.path.isfile(str(path)):
+            check_resume_matches(str(path), self.model, self.datamodule)
+
+    def _preflight(self) -> None:
+        """Cheap checks before anything is spawned, computed or written (lit_align/cli_checks.py)."""
+        check_learning_rate(self.config[self.subcommand])
+        check_processes(self.trainer)
+        check_output_folders(self.trainer, self.config[self.subcommand], self.model, self.datamodule)
+        use_atomic_saves(self.trainer.strategy)  # a killed or disk-full save never damages a checkpoint
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
+        except (SystemExit, KeyboardInterrupt) as stop:
+            _remove_unused_log_dir(self.trainer)
+            # Lightning's SIGTERMException is a bare SystemExit() (status 0), and its Ctrl-C path exits 1:
+            # exit 128 + signal instead, so schedulers and `&&` see an unfinished run (docs/troubleshooting.md).
+            if isinstance(stop, SIGTERMException) or _stopped_by_signal(self.trainer):
+                raise SystemExit(exit_status(self.trainer)) from None
+            raise
         except BaseException:
             _remove_unused_log_dir(self.trainer)
             raise
@@ -84,7 +108,7 @@ class AlignCLI(LightningCLI):
                     cls = _import(config.model["class_path"] if isinstance(config.model, dict) else config.model.class_path)
                     name = cls.algorithm_name() if hasattr(cls, "algorithm_name") else cls.__name__.lower()
                 init["name"] = name
-
+        _logs_follow_default_root_dir(config)
 
     def after_fit(self) -> None:
         self._summary()
@@ -111,8 +135,36 @@ class AlignCLI(LightningCLI):
             print("lit_align: final " + ", ".join(f"{k} = {v:.4f}" for k, v in values.items()))
         if trainer.logger is not None and trainer.log_dir:
             print(f"lit_align: TensorBoard logs in {trainer.log_dir}  (view: tensorboard --logdir {os.path.dirname(trainer.log_dir.rstrip(os.sep)) or '.'})")
-        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
-            print(f"lit_align: checkpoints in {trainer.checkpoint_callback.dirpath} (resume with --ckpt_path last)")
+        _print_checkpoint_line(trainer)
+
+
+def _print_checkpoint_line(trainer) -> None:
+    """Where `--ckpt_path last` resumes from, only when a checkpoint exists (``max_steps 0`` writes none)."""
+    if trainer.state.fn == "fit" and trainer.global_step == 0:
+        print("lit_align: no training step ran (global step 0): nothing was trained, no checkpoint was written.")
+        return
+    callback = trainer.checkpoint_callback
+    folder = callback.dirpath if callback is not None else None
+    if folder and os.path.isdir(folder) and any(name.endswith(".ckpt") for name in os.listdir(folder)):
+        print(f"lit_align: checkpoints in {folder} (resume with --ckpt_path last)")
+
+
+def _stopped_by_signal(trainer) -> bool:
+    return any(isinstance(cb, Preemption) and cb.signal_number is not None for cb in getattr(trainer, "callbacks", None) or [])
+
+
+def _logs_follow_default_root_dir(config) -> None:
+    """``--trainer.default_root_dir X`` moves the TensorBoard logs (hence checkpoints and exports) to
+    ``X/<run_name>/version_N``, as it moves Lightning's own logs, unless the logger's ``save_dir`` was
+    changed from the shared default (``runs``, lit_align/defaults.yaml)."""
+    root = config.trainer.get("default_root_dir")
+    loggers = config.trainer.get("logger")
+    if root is None or loggers is None or isinstance(loggers, bool):
+        return
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init = logger.get("init_args") if hasattr(logger, "get") else None
+        if init is not None and init.get("save_dir") == DEFAULT_SAVE_DIR:
+            init["save_dir"] = str(root)
 
 
 def _names_no_local_file(path: str) -> bool:
@@ -146,6 +198,7 @@ def _import(class_path: str):
 def main(args: list[str] | None = None) -> AlignCLI:
     """Run the CLI in-process (Python API and tests): errors propagate as exceptions."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    check_config_files(list(sys.argv[1:] if args is None else args))
     defaults = {"default_config_files": [DEFAULTS]}
     return AlignCLI(
         LightningModule,
@@ -174,7 +227,8 @@ def user_error(error: BaseException) -> UserError | None:
 def cli_main(args: list[str] | None = None) -> None:
     """``python -m lit_align`` / ``lit-align``: a configuration or data error prints one paragraph
     and exits with status 1; ``--debug`` or ``LIT_ALIGN_DEBUG=1`` shows its traceback. Any other
-    exception is a bug and keeps its traceback."""
+    exception is a bug and keeps its traceback. A run stopped by SIGTERM or Ctrl-C (after saving
+    ``preempted.ckpt``) exits 143 or 130, never 0."""
     argv = list(sys.argv[1:] if args is None else args)
     debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != DEBUG_FLAG]

@@ -168,3 +168,81 @@ def test_outputs_go_to_cwd_runs_and_the_user_cache(tmp_path):
     assert sorted(os.listdir(work)) == ["runs"] and os.listdir(work / "runs" / "dpo") == ["version_0"]
     cached = sorted(os.listdir(home / ".cache" / "lit_align"))
     assert len(cached) == 2 and all(name.startswith("pairs-") for name in cached)  # train + validation pairs
+
+
+# ----- faults caught before anything starts (lit_align/cli_checks.py), in-process through cli_main ------
+def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """``cli_main`` as ``python -m lit_align fit`` calls it; returns (exit status, stdout, stderr)."""
+    code = 0
+    try:
+        cli_main(["fit", *args])
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_paragraph(code: int, err: str, *expected: str) -> str:
+    assert code == 1, err
+    return assert_one_paragraph(subprocess.CompletedProcess([], code, "", err), *expected)
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("model:\n  class_path: lit_align.algorithms.SFT\n   init_args: [\n")
+    result = run_lit_align(tmp_path, "--config", SFT, "--config", str(config))
+    message = assert_one_paragraph(result, f"--config {config}: YAML syntax error at line 3, column 13")
+    assert "<unicode string>" not in result.stderr, message
+
+
+@pytest.mark.parametrize("lr, why", [("-0.1", "a negative one climbs the loss"), ("0", "at 0 the weights never change")])
+def test_learning_rate_must_be_positive(tmp_path, monkeypatch, capsys, lr, why):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_in_process(capsys, "--config", SFT, *SMALL, f"--model.init_args.optimizer.init_args.lr={lr}")
+    one_paragraph(code, err, "--model.init_args.optimizer.init_args.lr is", why, "python -m lit_align validate")
+    assert not (tmp_path / "runs" / "sft").exists()
+
+
+def test_more_devices_than_one_process_is_checked_before_spawning(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_in_process(capsys, "--config", SFT, *SMALL, "--trainer.accelerator=cpu", "--trainer.devices=4")
+    one_paragraph(code, err, "--trainer.devices=4", "would start 4 training processes on CPU", "configs/trainer/ddp.yaml",
+                  "--trainer.devices=1")
+    assert "[rank" not in err
+
+
+@pytest.mark.parametrize("where", ["logger", "default_root_dir", "cache"])
+def test_unwritable_output_folders_are_checked_first(tmp_path, monkeypatch, capsys, where):
+    # A path under a regular file cannot be created even by root (for whom os.access is always true).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    blocked = str(tmp_path / "a_file" / "out")
+    extra = {"logger": [f"--trainer.logger.init_args.save_dir={blocked}"], "default_root_dir": [f"--trainer.default_root_dir={blocked}"],
+             "cache": []}[where]
+    if where == "cache":
+        monkeypatch.setenv("LIT_ALIGN_CACHE", blocked)
+    code, _, err = run_in_process(capsys, "--config", SFT, *SMALL, *extra)
+    expected = {"logger": "--trainer.logger.init_args.save_dir", "default_root_dir": "--trainer.default_root_dir", "cache": "LIT_ALIGN_CACHE"}[where]
+    one_paragraph(code, err, expected, f"{tmp_path / 'a_file'} is a file, not a folder")
+
+
+def test_max_steps_0_says_nothing_was_trained_or_saved(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_in_process(capsys, "--config", SFT, *SMALL, "--trainer.max_steps=0", "--data.init_args.num_examples=16", "--data.init_args.batch_size=4")
+    assert code == 0, err
+    assert "no training step ran, so no policy was exported" in out
+    assert "nothing was trained, no checkpoint was written" in out
+    assert "saved the trained policy" not in out and "--ckpt_path last" not in out
+    assert not (tmp_path / "data" / "embedded" / "sft").exists()  # the recipe's also_to was not overwritten
+
+
+def test_default_root_dir_moves_the_logs_too(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_in_process(capsys, "--config", SFT, *SMALL, "--data.init_args.num_examples=16", "--data.init_args.batch_size=4", "--trainer.limit_val_batches=1",
+                                    "--trainer.default_root_dir=elsewhere")
+    assert code == 0, err
+    version = tmp_path / "elsewhere" / "sft" / "version_0"
+    assert any(".tfevents." in name for name in os.listdir(version)), os.listdir(version)
+    assert os.listdir(version / "checkpoints") and (version / "hf_model" / "model.safetensors").exists()
+    assert not (tmp_path / "runs").exists()
+    assert "TensorBoard logs in elsewhere/sft/version_0" in out

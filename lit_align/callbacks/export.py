@@ -26,6 +26,10 @@ class ExportPretrained(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
+        if trainer.global_step == 0:  # max_steps 0: an export would overwrite also_to with the start model
+            if trainer.is_global_zero:
+                print("lit_align: no training step ran, so no policy was exported.")
+            return
         # Under FSDP each rank holds a shard: gather the full weights (every rank takes part), then
         # rank 0 writes them. Under DDP / one device rank 0's module is already complete.
         root = fsdp_root(getattr(trainer.strategy, "model", None))
