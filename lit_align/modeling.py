@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_align.errors import ConfigError
+from lit_align.model_checks import check_model_folder, check_tokenizer
 
 EMBEDDED_PREFIX = "embedded:"
 # The embedded SFT recipe's export (configs/sft.yaml, ExportPretrained also_to), relative to the
@@ -68,6 +69,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
             tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         except OSError as error:
             raise ConfigError(f"could not load a tokenizer for {name!r}: {_not_loadable(name)}") from error
+        check_tokenizer(name, tokenizer, trust_remote_code)  # an empty one, or one larger than the embedding
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ConfigError(f"tokenizer {name!r} has neither a pad nor an EOS token; set tokenizer.pad_token before training")
@@ -92,6 +94,7 @@ def load_causal_lm(
         model = build_model(tokenizer or load_tokenizer(name), size=name[len(EMBEDDED_PREFIX) :], seed=seed)
         return model.to(getattr(torch, dtype)) if dtype else model
     _check_local(name)
+    check_model_folder(name, trust_remote_code)  # corrupt weights, custom code that cannot run
     kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
     # trust_remote_code stays off unless asked: it runs Python shipped with the checkpoint.
     try:

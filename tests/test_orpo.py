@@ -25,6 +25,7 @@ def test_holds_the_policy_alone():
     policy_only = count(load_causal_lm("embedded:tiny"))
     orpo = ORPO(model="embedded:tiny")
     assert orpo.policy.reference is None and not orpo.policy.has_reference
+    assert orpo.nll_tokens == "prompt_and_completion"  # the whole chosen row, as the authors' code and TRL (issue 23)
     assert count(orpo) == policy_only
     assert count(KTO(model="embedded:tiny")) == 2 * policy_only  # a method with a reference holds two
     with pytest.raises(ValueError, match="reference-free"):

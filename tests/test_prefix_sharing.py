@@ -189,7 +189,7 @@ def test_orpo_with_sharing_runs_one_forward_over_b_rows(tmp_path, monkeypatch):
     dm = PairwiseDataModule(model="embedded:tiny", dataset=write_pairs(str(tmp_path / "p.jsonl"), 8, seed=1), val_fraction=0.1, batch_size=4)
     dm.setup("fit")
     batch = dm.collate(dm.train_examples[:4])
-    module = ORPO(model="embedded:tiny", prefix_sharing=True)
+    module = ORPO(model="embedded:tiny", prefix_sharing=True, nll_tokens="completion")  # no extra prompt forward
     seen = []
     backbone = module.policy.policy.get_decoder()
     backbone.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True)

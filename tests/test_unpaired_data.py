@@ -143,6 +143,48 @@ def test_long_borrowed_completion_is_cut_to_max_length(tmp_path):
     assert int(batch.attention_mask.sum(-1).max()) <= 20
 
 
+def kl_row(batch, row: int) -> list[int]:
+    """The completion tokens of mismatched row ``row`` (rows [B, 2B) of the batch)."""
+    return batch.input_ids[batch.num_examples + row][batch.loss_mask[batch.num_examples + row].bool()].tolist()
+
+
+def test_borrowed_completion_is_lent_uncut_then_cut_to_max_length(tmp_path):
+    """Too short, next to too long: a long-prompt row lends its completion to a short prompt. TRL
+    lends the whole completion and cuts the KL row to max_length; cutting the lender's completion to
+    fit the lender's own prompt first would leave the KL row short (issue 23 item 7)."""
+    long_prompt = "sadly , the plot and the film and the cast was"  # cut to max_prompt_length 8
+    long_completion = " ".join(GOOD * 3) + " ."
+    rows = [{"prompt": long_prompt, "completion": long_completion, "label": True}, {"prompt": "the plot was", "completion": "dull .", "label": False}]
+    dm = datamodule(write_jsonl(tmp_path / "data.jsonl", rows), batch_size=2, max_length=20)
+    lender, borrower = dm.train_examples
+    full = dm.encoder.encode_completion(long_prompt, long_completion)
+    assert len(lender["completion_ids"]) == 20 - 8 < len(full)  # cut to fit its own (long) prompt
+    batch = dm.collate(dm.train_examples)
+    budget = 20 - len(borrower["prompt_ids"])
+    assert kl_row(batch, 1) == full[:budget]  # the whole completion, cut only by max_length
+    assert len(kl_row(batch, 1)) > len(lender["completion_ids"])  # longer than the lender's own cut (the bug)
+    assert kl_row(batch, 0) == borrower["completion_ids"]  # a short completion is lent as it is
+    assert int(batch.attention_mask.sum(-1).max()) <= 20  # and nothing exceeds max_length (the too-long case)
+
+
+@pytest.mark.parametrize(("kl_shift", "expected"), [(None, 2), (1, 1), (3, 3), (5, 1)])
+def test_kl_shift_setting(tmp_path, kl_shift, expected):
+    """Unpaired pairs hold each prompt twice side by side: by default the shift skips the sibling (2);
+    kl_shift 1 reproduces TRL's fixed shift by one; k >= B falls back to k mod B (or 1 when that is 0)."""
+    pairs = [{"prompt": f"the plot {w}", "chosen": "very good .", "rejected": "very dull ."} for w in ["was", "is"]]
+    dm = datamodule(write_jsonl(tmp_path / "pairs.jsonl", pairs), kl_shift=kl_shift)
+    examples = dm.train_examples[:4]
+    batch = dm.collate(examples)
+    k = expected % len(examples) or 1
+    for i in range(len(examples)):
+        assert kl_row(batch, i) == examples[(i - k) % len(examples)]["completion_ids"]
+
+
+def test_kl_shift_must_be_positive():
+    with pytest.raises(ValueError, match="kl_shift must be an integer in \\[1, inf\\), got 0"):
+        UnpairedDataModule(model="embedded:tiny", kl_shift=0)
+
+
 def test_eval_prompts_are_distinct(tmp_path):
     pairs = [{"prompt": f"the plot {w}", "chosen": "very good .", "rejected": "very dull ."} for w in ["was", "is", "felt"]]
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))

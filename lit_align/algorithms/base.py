@@ -23,6 +23,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import Metric
 
+from lit_align.dropout import disable_dropout as disable_dropout_in
 from lit_align.errors import ConfigError, check_range
 from lit_align.head import HeadMode
 from lit_align.modeling import load_causal_lm, load_tokenizer
@@ -54,6 +55,10 @@ class AlignmentModule(LightningModule):
         head_mode: ``compact`` projects only completion positions through the LM head, in chunks,
             never holding ``[batch, length, vocab]`` logits (``lit_align.head``); ``full`` takes the
             model's own logits (same values, more memory; models with soft-capped/scaled logits use it anyway).
+        disable_dropout: Zero every dropout of the policy (and so of the reference built from it), as
+            TRL does by default: the reference runs without dropout, so a policy with dropout differs
+            from it by noise and the first DPO loss is not log 2 (``lit_align.dropout``). False keeps
+            the checkpoint's dropout. LoRA's own ``lora.dropout`` is kept either way (set explicitly).
     """
 
     default_reference: ClassVar[ReferenceMode] = "copy"
@@ -76,6 +81,7 @@ class AlignmentModule(LightningModule):
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
         head_mode: HeadMode = "compact",
+        disable_dropout: bool = True,
     ) -> None:
         super().__init__()
         # Checked before the (possibly large) model is loaded.
@@ -90,6 +96,8 @@ class AlignmentModule(LightningModule):
         policy = self.load_start_model()
         if gradient_checkpointing:
             policy.gradient_checkpointing_enable()
+        if disable_dropout:
+            disable_dropout_in(policy)
         self.policy = PolicyWithReference(policy, reference or self.default_reference, lora, head_mode)
         self._connected = False
         metric = self.configure_metrics()

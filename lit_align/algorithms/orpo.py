@@ -28,9 +28,10 @@ class ORPO(PairwiseAlignmentModule):
         odds_ratio_weight: lambda >= 0, the weight of the odds-ratio term (TRL calls it ``beta``);
             0.1 in the paper. 0 leaves plain SFT on the chosen completions.
         nll_tokens: Tokens of the NLL term (token-level over the batch either way):
-            ``completion`` (default) the chosen completion only, the paper's L_SFT (the NLL of the
-            response given the prompt); ``prompt_and_completion`` the whole chosen sequence, as the
-            authors' code and TRL compute it by default (costs one more forward over the chosen rows).
+            ``prompt_and_completion`` (default) the whole chosen row, only padding masked, as the
+            authors' code and TRL compute it (costs one more forward over the chosen rows);
+            ``completion`` the chosen completion only, the paper's L_SFT as written (the NLL of
+            the response given the prompt), and the default before issue 23.
         **kwargs: See ``AlignmentModule``.
     """
 
@@ -38,7 +39,7 @@ class ORPO(PairwiseAlignmentModule):
     supported_references = ("none",)
     unsupported_reference_reason = "ORPO is reference-free (no reference model is built or held)"
 
-    def __init__(self, odds_ratio_weight: float = 0.1, nll_tokens: NLLTokens = "completion", **kwargs: Any) -> None:
+    def __init__(self, odds_ratio_weight: float = 0.1, nll_tokens: NLLTokens = "prompt_and_completion", **kwargs: Any) -> None:
         check_range(self, "odds_ratio_weight", odds_ratio_weight, 0.0)
         if nll_tokens not in ("completion", "prompt_and_completion"):
             raise ConfigError(f"ORPO: nll_tokens must be 'completion' (the paper) or 'prompt_and_completion' (the authors' code, TRL), got {nll_tokens!r}")

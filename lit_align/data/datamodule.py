@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from datasets import Dataset
 from lightning import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
+from lit_align.data.dedup import overlap, split_unique
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.encoding import RowEncoding
 from lit_align.data.samplers import ResumableBatchSampler, ResumableDataLoader
@@ -130,6 +131,7 @@ class AlignmentDataModule(RowEncoding, LightningDataModule):
         self.group_by_length = group_by_length
         self.tokenizer = None
         self.reports: dict[str, DataReport] = {}
+        self.duplicate_rows = self.duplicates_left_out = 0  # found when holding out validation rows
         self.train_examples: list[dict] = []
         self.val_examples: list[dict] = []
         self.val_rows: Dataset | None = None
@@ -158,11 +160,31 @@ class AlignmentDataModule(RowEncoding, LightningDataModule):
             return self._rows("train"), self._rows("validation")
         train = self._rows(self.split)
         if self.val_split is not None:
-            return train, self._rows(self.val_split)
+            validation = self._rows(self.val_split)
+            try:
+                shared = overlap(train, validation) if self.val_split != self.split else 0
+            except UnicodeDecodeError:  # reported with its row by the encoding pass
+                shared = 0
+            if shared:
+                rank_zero_warn(f"lit_align: {self.dataset}: {shared} of {len(validation)} rows of split {self.val_split!r} also appear in {self.split!r}; validation then partly measures memorisation. Remove them from one split.")
+            return train, validation
         if len(train) < 2:
             raise DataError(f"{self.dataset}: {len(train)} row(s) — too few to hold out a validation split; set val_split")
-        held_out = train.train_test_split(test_size=max(1, round(self.val_fraction * len(train))), seed=self.seed)
-        return held_out["train"], held_out["test"]
+        # By distinct row: copies of one row never sit on both sides (lit_align.data.dedup).
+        try:
+            held = split_unique(train, self.val_fraction, self.seed)
+        except UnicodeDecodeError:  # Arrow decodes lazily: split by row; the encoding pass names the bad row
+            held = split_unique(train, self.val_fraction, self.seed, by_row=True)
+        if not len(held.validation):
+            raise DataError(f"{self.dataset}: all {len(train)} rows are copies of one row, so no distinct row is left to validate on; remove the duplicates or set val_split")
+        self.duplicate_rows, self.duplicates_left_out = held.duplicates, held.left_out
+        if held.duplicates:
+            rank_zero_info(
+                f"lit_align: {self.dataset}: {held.duplicates} duplicate row(s) (identical to an earlier row). The validation split "
+                f"holds distinct rows, none also in training; {held.left_out} extra copies of held-out rows were left out of both splits, "
+                "and duplicates kept for training count once per copy."
+            )
+        return held.train, held.validation
 
     def collate(self, examples: list[dict]) -> Any:
         raise NotImplementedError
@@ -192,7 +214,10 @@ class AlignmentDataModule(RowEncoding, LightningDataModule):
     # ----- reporting ---------------------------------------------------------------------------
     def report_metrics(self) -> dict[str, float]:
         """What tokenisation kept, truncated and dropped, per split, as ``data/<split>/...`` scalars."""
-        return {key: value for split, report in self.reports.items() for key, value in report.metrics(split).items()}
+        metrics = {key: value for split, report in self.reports.items() for key, value in report.metrics(split).items()}
+        if self.duplicate_rows:
+            metrics.update({"data/duplicate_rows": self.duplicate_rows, "data/duplicates_left_out": self.duplicates_left_out})
+        return metrics
 
     def _log_reports(self) -> None:
         trainer = self.trainer

@@ -26,7 +26,13 @@ class PairwiseDataModule(AlignmentDataModule):
             # Identical sides carry no preference signal and give h = 0 forever.
             report.drop("chosen identical to rejected")
             return None
-        return self.encode_example(prompt, {"chosen": chosen, "rejected": rejected}, report)
+        example = self.encode_example(prompt, {"chosen": chosen, "rejected": rejected}, report)
+        if example is not None and example["chosen_ids"] == example["rejected_ids"]:
+            # Different texts that share their first max_length - |prompt| tokens: after the cut the
+            # two sides are the same tokens, so again no preference signal (checked after truncation).
+            report.drop("chosen identical to rejected after truncation")
+            return None
+        return example
 
     def collate(self, examples: list[dict]) -> PairwiseBatch:
         prompts = [ex["prompt_ids"] for ex in examples] * 2

@@ -29,7 +29,15 @@ def load_rows(
                 raise DataError(f"{dataset}: unsupported file type; use one of {sorted(LOCAL_BUILDERS)}")
             if os.path.getsize(path) == 0:
                 raise DataError(f"{dataset}: the file is empty; point `dataset` at a file with rows")
-            return datasets.load_dataset(builder, data_files={split: path}, split=split)
+            try:
+                return datasets.load_dataset(builder, data_files={split: path}, split=split)
+            except ValueError as error:
+                # datasets' words for a file that parses to zero rows ("Instruction 'train' corresponds
+                # to no data!") suggest giving a local file, which the user did.
+                if "corresponds to no data" not in str(error):
+                    raise
+                what = "only a header line, no data rows" if builder == "csv" else "only blank lines or an empty list, no rows"
+                raise DataError(f"{dataset}: the file has {what}; add rows to it, or point `dataset` at the file that holds them") from error
         if os.path.isdir(path) and os.path.exists(os.path.join(path, "dataset_dict.json")):
             loaded = datasets.load_from_disk(path)
             if split not in loaded:

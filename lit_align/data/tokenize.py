@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -115,6 +116,13 @@ def assistant_text(value: Any, where: str) -> str:
     raise DataError(f"{where}: expected a string or a list of {{'role', 'content'}} messages, got {type(value).__name__}")
 
 
+def is_invisible(text: str) -> bool:
+    """True when ``text`` holds only whitespace and invisible format characters (Unicode category Cf:
+    zero-width space U+200B, joiners U+200C/U+200D, word joiner U+2060, BOM U+FEFF, ...), which
+    ``str.strip`` keeps: such a text is empty to a reader, and trains on a token or two of noise."""
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
+
+
 def check_text(value: Any, where: str, report: DataReport, field: str) -> bool:
     """True when ``value`` is usable text or messages; counts and skips missing/empty values."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -123,6 +131,9 @@ def check_text(value: Any, where: str, report: DataReport, field: str) -> bool:
     if isinstance(value, str):
         if not value.strip():
             report.drop(f"empty {field}")
+            return False
+        if is_invisible(value):
+            report.drop(f"empty {field} (invisible characters only)")
             return False
         return True
     if isinstance(value, list) and not value:

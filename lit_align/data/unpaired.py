@@ -92,6 +92,12 @@ class UnpairedDataModule(AlignmentDataModule):
         desirable_ratio: Subsample one side of the training split to n_desirable / n_undesirable
             = this value (e.g. 0.1 keeps one desirable example per ten undesirable ones), to
             study imbalanced feedback as the KTO paper does; None keeps every example.
+        kl_shift: The rotation k of the mismatched pairs for z0 (prompt i with completion i - k of the
+            batch). None (default) takes k = 1 unless that pairs a prompt with itself, as in
+            unpaired-from-pairwise data where both halves of a pair sit side by side, and then the
+            smallest k that never does (2 there; ``mismatch_shift``). 1 always shifts by one as TRL's
+            KTOTrainer does (reproduces it exactly, sibling prompts included). A batch with at most
+            k rows shifts by k mod B, or 1 when that is 0.
         **kwargs: See ``AlignmentDataModule``.
     """
 
@@ -100,11 +106,13 @@ class UnpairedDataModule(AlignmentDataModule):
     min_batch_size_reason = ": KTO estimates its reference point from mismatched pairs within a batch, so a batch needs two examples"
     embedded_default = "embedded:pairs"
 
-    def __init__(self, from_pairs: bool | None = None, desirable_ratio: float | None = None, **kwargs: Any) -> None:
+    def __init__(self, from_pairs: bool | None = None, desirable_ratio: float | None = None, kl_shift: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_range(self, "desirable_ratio", desirable_ratio, 0, low_open=True, allow_none=True)
+        check_range(self, "kl_shift", kl_shift, 1, integer=True, allow_none=True)
         self.from_pairs = from_pairs
         self.desirable_ratio = desirable_ratio
+        self.kl_shift = kl_shift
 
     def _is_pairwise(self, rows: Dataset) -> bool:
         if self.from_pairs is not None:
@@ -137,7 +145,15 @@ class UnpairedDataModule(AlignmentDataModule):
         if texts is None:
             return None
         prompt, (completion,) = texts
-        return self.encode_example(prompt, {"completion": completion}, report, label=label)
+        example = self.encode_example(prompt, {"completion": completion}, report, label=label)
+        if example is not None:
+            # What this row lends to another prompt's mismatched pair: its completion uncut, as TRL
+            # builds KL rows (the cut that fit it to this row's own prompt does not apply there; the
+            # KL row is cut to max_length in collate). Stored only where the two differ.
+            full = self.encoder.encode_completion(prompt, completion)
+            if len(full) != len(example["completion_ids"]):
+                example["lent_completion"] = full
+        return example
 
     def eval_prompts(self, n: int) -> list[tuple[str, list[int]]]:
         # Unpaired pairwise data holds each prompt twice: take distinct prompts, so sampled evaluation
@@ -155,27 +171,33 @@ class UnpairedDataModule(AlignmentDataModule):
     def collate(self, examples: list[dict]) -> UnpairedBatch:
         prompts = [ex["prompt_ids"] for ex in examples]
         completions = [ex["completion_ids"] for ex in examples]
-        shift = mismatch_shift(prompts)
+        shift = mismatch_shift(prompts, self.kl_shift)
         kl_prompts, kl_completions = [], []
         if shift:
             kl_prompts = prompts
-            # A borrowed completion may be longer than this prompt leaves room for: cut it, as the encoder would.
-            kl_completions = [completions[(i - shift) % len(examples)][: max(1, self.max_length - len(p))] for i, p in enumerate(prompts)]
+            # Row i - k lends its whole completion, then the KL row is cut to max_length (TRL's order):
+            # lending the copy already cut to fit row i - k's own prompt would shorten KL rows whose
+            # prompt is shorter than the lender's, and shift z0 (issue 23 item 7).
+            lent = [ex.get("lent_completion", ex["completion_ids"]) for ex in examples]
+            kl_completions = [lent[(i - shift) % len(examples)][: max(1, self.max_length - len(p))] for i, p in enumerate(prompts)]
         tensors = sequences_with_mask(prompts + kl_prompts, completions + kl_completions, self.tokenizer.pad_token_id)
         return UnpairedBatch(*tensors, labels=torch.tensor([ex["label"] for ex in examples], dtype=torch.bool))
 
 
-def mismatch_shift(prompts: list[list[int]]) -> int:
+def mismatch_shift(prompts: list[list[int]], fixed: int | None = None) -> int:
     """The rotation k in [1, B) for the mismatched pairs (prompt i, completion (i - k) mod B).
 
     k = 1 is the authors' choice (completion i-1 with prompt i); any k in [1, B) keeps every
     completion away from its own example, for odd B too. Unpaired-from-pairwise data holds the
     same prompt twice (its chosen and its rejected side), so the smallest k that also never
-    meets an identical prompt is taken when one exists. Returns 0 when B < 2: no pair exists.
+    meets an identical prompt is taken when one exists. ``fixed`` (the ``kl_shift`` setting) is
+    used as given instead (mod B; 1 when that is 0). Returns 0 when B < 2: no pair exists.
     """
     n = len(prompts)
     if n < 2:
         return 0
+    if fixed is not None:
+        return fixed % n or 1
     for k in range(1, n):
         if all(prompts[i] != prompts[(i - k) % n] for i in range(n)):
             return k

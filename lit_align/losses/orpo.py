@@ -45,12 +45,12 @@ def orpo_loss(policy_chosen: SequenceLogps, policy_rejected: SequenceLogps, odds
     L_SFT the NLL. The NLL is token-level over the batch (sum of token NLLs / number of tokens).
     Which tokens count:
 
-    * default (``chosen_prompt`` None): the chosen COMPLETION tokens only, the paper's definition
+    * ``chosen_prompt`` None: the chosen COMPLETION tokens only, the paper's definition
       (L_SFT is the causal-LM NLL of the chosen response y_w given x). With ``odds_ratio_weight``
       = 0 the objective is then exactly our SFT loss on the chosen side.
     * with ``chosen_prompt`` (log-probs of the chosen rows' prompt tokens): prompt + completion
-      tokens, as the authors' released code and TRL's ORPOTrainer compute it by default (their NLL
-      is the plain causal-LM loss over the whole chosen sequence).
+      tokens, as the authors' released code and TRL's ORPOTrainer compute it (their NLL is the
+      plain causal-LM loss over the whole chosen sequence); the ``ORPO`` algorithm's default.
 
     No reference model appears anywhere.
     """
