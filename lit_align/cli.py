@@ -103,14 +103,18 @@ class AlignCLI(LightningCLI):
 
     def _summary(self) -> None:
         trainer = self.trainer
-        if not trainer.is_global_zero or trainer.fast_dev_run:
+        if trainer.fast_dev_run:
+            return
+        # trainer.log_dir broadcasts rank 0's folder (a collective): every rank asks, then rank 0 prints.
+        log_dir = trainer.log_dir if trainer.logger is not None else None
+        if not trainer.is_global_zero:
             return
         shown = ("val/loss", "val/rewards/accuracies", "val/rewards/margins", "eval/reward", "eval/kl")
         values = {k: float(trainer.callback_metrics[k]) for k in shown if k in trainer.callback_metrics}
         if values:
             print("lit_align: final " + ", ".join(f"{k} = {v:.4f}" for k, v in values.items()))
-        if trainer.logger is not None and trainer.log_dir:
-            print(f"lit_align: TensorBoard logs in {trainer.log_dir}  (view: tensorboard --logdir {os.path.dirname(trainer.log_dir.rstrip(os.sep)) or '.'})")
+        if log_dir:
+            print(f"lit_align: TensorBoard logs in {log_dir}  (view: tensorboard --logdir {os.path.dirname(log_dir.rstrip(os.sep)) or '.'})")
         if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
             print(f"lit_align: checkpoints in {trainer.checkpoint_callback.dirpath} (resume with --ckpt_path last)")
 

@@ -154,7 +154,9 @@ class AlignmentModule(LightningModule):
         loss, logs = self.compute_loss(batch, stage)
         on_step = stage == "train"
         size = len(batch)
-        self.log(f"{stage}/loss", loss.detach(), prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
+        # Every rank logs the loss at every step, so it can be averaged over ranks even per step: under
+        # DDP train/loss is then the objective whose gradient is applied, not rank 0's share of the batch.
+        self.log(f"{stage}/loss", loss.detach(), prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=True)
         if logs:
             self.log_dict({f"{stage}/{k}": v.detach().float() for k, v in logs.items()}, on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
         return loss
