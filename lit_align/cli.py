@@ -15,6 +15,8 @@ import shutil
 import sys
 
 from lightning import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.cli import LightningCLI
 
 # Import for their side effect of being importable by short class name in YAML/--help.
@@ -27,6 +29,7 @@ import lit_align.data.unpaired  # noqa: F401
 from lit_align.algorithms import AlignmentModule
 from lit_align.callbacks.nonfinite import NonFiniteGuard
 from lit_align.callbacks.preemption import Preemption, find_last_checkpoint
+from lit_align.callbacks.summary import ModelSummary
 from lit_align.errors import ConfigError, UserError
 
 DEFAULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "defaults.yaml")
@@ -55,6 +58,7 @@ class AlignCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._connect()
+        _no_checkpoint_under_fast_dev_run(self.trainer)
         # Lightning's "last" looks only in this run's new version_N folder; look in the earlier ones.
         config = self.config_init[self.subcommand]
         path = config.get("ckpt_path")
@@ -85,6 +89,17 @@ class AlignCLI(LightningCLI):
                     name = cls.algorithm_name() if hasattr(cls, "algorithm_name") else cls.__name__.lower()
                 init["name"] = name
 
+
+    def _instantiate_trainer(self, config, callbacks):
+        # Lightning's default summary prints "Total FLOPs: 0" for a module without example_input_array
+        # (lit_align/callbacks/summary.py); ours leaves that out. A summary named in the config stays.
+        configured = config.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        wanted = config.get("enable_model_summary") is not False and not config.get("barebones")
+        if wanted and not any(isinstance(c, LightningModelSummary) for c in configured):
+            config = {**config, "enable_model_summary": False}
+            callbacks = [*callbacks, ModelSummary()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def after_fit(self) -> None:
         self._summary()
@@ -122,6 +137,16 @@ class AlignCLI(LightningCLI):
 def _names_no_local_file(path: str) -> bool:
     """Lightning's keywords (``best``, ``registry:<name>``, ...) and remote URLs (``s3://...``)."""
     return path in CKPT_KEYWORDS or path.startswith("registry:") or "://" in path
+
+
+def _no_checkpoint_under_fast_dev_run(trainer) -> None:
+    """fast_dev_run promises no checkpoints, and Lightning's ModelCheckpoint skips every save then
+    but the ``save_last`` one in ``on_train_end``. With the logger disabled its folder falls back to
+    ``<default_root_dir>/checkpoints``, so each dry run left a ``last-vN.ckpt`` in the current folder."""
+    if trainer.fast_dev_run:
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                callback.save_last = False
 
 
 def _remove_unused_log_dir(trainer) -> None:
