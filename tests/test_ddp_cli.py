@@ -74,13 +74,15 @@ def test_ddp_fit_through_the_cli_exports_and_equals_one_process(tmp_path):
     # fp32, the same arithmetic summed in another order (two half batches + an all-reduce): ~1e-7 apart.
     torch.testing.assert_close(weights(reloaded), weights(single), atol=1e-6, rtol=1e-5)
 
-    # Logged metrics: the step losses (averaged over ranks) and the validation metrics (each pair
-    # validated by one rank, sum/count states reduced) equal the 1-process run's.
+    # Logged metrics equal the 1-process run's: per step, train/loss (averaged over the ranks) and the
+    # train metrics (sum/count states reduced over the ranks); the validation metrics (each pair
+    # validated by one rank); the sampled evaluation (same prompts and seed on every rank).
     ddp, one = read_scalars(str(log_dir)), read_scalars(str(folders[1] / "runs" / "dpo" / "version_0"))
     assert [step for step, _ in ddp["train/loss"]] == [0, 1]
     assert ddp["train/loss"][0][1] == pytest.approx(0.6931, abs=1e-4)  # policy == reference at step 0: log 2
-    compared = ["train/loss"] + [tag for tag in one if tag.startswith(("val/", "eval/"))]
-    assert {"val/loss", "val/rewards/accuracies", "val/rewards/margins", "val/logps/chosen"} <= set(compared)
+    compared = [tag for tag in one if tag.startswith(("train/", "val/", "eval/"))]
+    assert {"train/rewards/margins", "train/rewards/accuracies", "train/logps/rejected", "val/loss", "val/rewards/accuracies",
+            "val/rewards/margins", "val/logps/chosen", "eval/kl"} <= set(compared)
     for tag in compared:
         assert [s for s, _ in ddp[tag]] == [s for s, _ in one[tag]], tag
         assert [v for _, v in ddp[tag]] == pytest.approx([v for _, v in one[tag]], abs=1e-5, rel=1e-5), tag
