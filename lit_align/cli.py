@@ -15,6 +15,8 @@ import shutil
 import sys
 
 from lightning import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -28,6 +30,7 @@ import lit_align.data.unpaired  # noqa: F401
 from lit_align.algorithms import AlignmentModule
 from lit_align.callbacks.nonfinite import NonFiniteGuard
 from lit_align.callbacks.preemption import Preemption, exit_status, find_last_checkpoint
+from lit_align.callbacks.summary import ModelSummary
 from lit_align.checkpoint_io import check_resume_matches, use_atomic_saves
 from lit_align.cli_checks import check_config_files, check_learning_rate, check_output_folders, check_processes
 from lit_align.errors import ConfigError, UserError
@@ -60,6 +63,7 @@ class AlignCLI(LightningCLI):
     def before_fit(self) -> None:
         self._preflight()
         self._connect()
+        _no_checkpoint_under_fast_dev_run(self.trainer)
         # Lightning's "last" looks only in this run's new version_N folder; look in the earlier ones.
         config = self.config_init[self.subcommand]
         path = config.get("ckpt_path")
@@ -110,6 +114,17 @@ class AlignCLI(LightningCLI):
                 init["name"] = name
         _logs_follow_default_root_dir(config)
 
+    def _instantiate_trainer(self, config, callbacks):
+        # Lightning's default summary prints "Total FLOPs: 0" for a module without example_input_array
+        # (lit_align/callbacks/summary.py); ours leaves that out. A summary named in the config stays.
+        configured = config.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        wanted = config.get("enable_model_summary") is not False and not config.get("barebones")
+        if wanted and not any(isinstance(c, LightningModelSummary) for c in configured):
+            config = {**config, "enable_model_summary": False}
+            callbacks = [*callbacks, ModelSummary()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def after_fit(self) -> None:
         self._summary()
 
@@ -127,14 +142,18 @@ class AlignCLI(LightningCLI):
 
     def _summary(self) -> None:
         trainer = self.trainer
-        if not trainer.is_global_zero or trainer.fast_dev_run:
+        if trainer.fast_dev_run:
+            return
+        # trainer.log_dir broadcasts rank 0's folder (a collective): every rank asks, then rank 0 prints.
+        log_dir = trainer.log_dir if trainer.logger is not None else None
+        if not trainer.is_global_zero:
             return
         shown = ("val/loss", "val/rewards/accuracies", "val/rewards/margins", "eval/reward", "eval/kl")
         values = {k: float(trainer.callback_metrics[k]) for k in shown if k in trainer.callback_metrics}
         if values:
             print("lit_align: final " + ", ".join(f"{k} = {v:.4f}" for k, v in values.items()))
-        if trainer.logger is not None and trainer.log_dir:
-            print(f"lit_align: TensorBoard logs in {trainer.log_dir}  (view: tensorboard --logdir {os.path.dirname(trainer.log_dir.rstrip(os.sep)) or '.'})")
+        if log_dir:
+            print(f"lit_align: TensorBoard logs in {log_dir}  (view: tensorboard --logdir {os.path.dirname(log_dir.rstrip(os.sep)) or '.'})")
         _print_checkpoint_line(trainer)
 
 
@@ -170,6 +189,16 @@ def _logs_follow_default_root_dir(config) -> None:
 def _names_no_local_file(path: str) -> bool:
     """Lightning's keywords (``best``, ``registry:<name>``, ...) and remote URLs (``s3://...``)."""
     return path in CKPT_KEYWORDS or path.startswith("registry:") or "://" in path
+
+
+def _no_checkpoint_under_fast_dev_run(trainer) -> None:
+    """fast_dev_run promises no checkpoints, and Lightning's ModelCheckpoint skips every save then
+    but the ``save_last`` one in ``on_train_end``. With the logger disabled its folder falls back to
+    ``<default_root_dir>/checkpoints``, so each dry run left a ``last-vN.ckpt`` in the current folder."""
+    if trainer.fast_dev_run:
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                callback.save_last = False
 
 
 def _remove_unused_log_dir(trainer) -> None:

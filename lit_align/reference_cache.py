@@ -117,6 +117,15 @@ def _gather(local: dict[str, torch.Tensor], world_size: int) -> list[dict[str, t
     return parts
 
 
+def _on_every_rank(flag: bool, world_size: int) -> bool:
+    """True when ``flag`` is True on all ranks (every rank gets the same answer)."""
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return flag
+    flags: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(flags, flag)
+    return all(flags)
+
+
 def precompute(setup: Any, datamodule: Any) -> str:
     """Attach cached reference log-probs to ``datamodule``'s train/val examples; compute them if missing.
 
@@ -135,7 +144,9 @@ def precompute(setup: Any, datamodule: Any) -> str:
     if all(REFERENCE_KEY in ex for examples in splits.values() for ex in examples):
         return ""
     path = cache_path(setup.model_name, setup.dtype, setup.precision, splits, setup.prefix_sharing)
-    if os.path.exists(path):
+    # Every rank must take the same branch, since computing gathers all ranks' shares (a collective):
+    # on nodes without a shared filesystem one node can hold the file while another lacks it.
+    if _on_every_rank(os.path.exists(path), setup.world_size):
         cached = torch.load(path, map_location="cpu")
         rank_zero_info(f"lit_align: reference log-probs loaded from {path}")
     else:

@@ -41,10 +41,9 @@ class Record(Callback):
         self.values: dict[str, float] = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # The DDP step's loss is the mean over ranks of each rank's mean (equal rank batch sizes).
-        self.values["train/loss"] = trainer.strategy.reduce(outputs["loss"].detach(), reduce_op="mean").item()
-        for name, value in pl_module.metrics["train_metrics"].compute().items():  # torchmetrics syncs over ranks
-            self.values[f"train/{name}"] = value.item()
+        # What the step logged: train/loss averaged over the ranks (the mean of each rank's mean, equal
+        # rank batch sizes), the metrics from sum/count states reduced over the ranks.
+        self.values.update({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
 
 
 def main(out_dir: str, devices: int) -> None:

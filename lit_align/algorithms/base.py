@@ -15,6 +15,7 @@ checkpoints) and export with ``save_pretrained``. The contract of a subclass (RE
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -139,14 +140,29 @@ class AlignmentModule(LightningModule):
     def track_metrics(self, stage: str, *args: Any) -> dict[str, torch.Tensor]:
         """Feed this stage's copy of the ``configure_metrics()`` metric with ``update(*args)``.
 
-        Training returns this batch's values, logged per step; validation accumulates, and
-        ``on_validation_epoch_end_metrics`` logs the exact epoch value (sum/count states).
+        Both stages accumulate, and the base logs exact values (sum/count states, reduced over DDP
+        ranks): training's for each step's global batch (``train_step_metrics``), validation's for the
+        epoch (``on_validation_epoch_end_metrics``). Returns ``{}``, for callers that merge it into their logs.
         """
-        metric = self.metrics[f"{stage}_metrics"]
-        if stage == "train":
-            return metric(*args)
-        metric.update(*args)
+        self.metrics[f"{stage}_metrics"].update(*args)
         return {}
+
+    def train_step_metrics(self) -> dict[str, torch.Tensor]:
+        """This step's training metrics over every rank's share of the batch, then reset; ``{}`` when no
+        rank fed the metric (online DPO without a usable pair). ``_step`` calls it on every rank at every
+        step, because the reduction is a collective: an algorithm may feed the metric on some ranks only."""
+        metrics = getattr(self, "metrics", None)
+        if metrics is None or "train_metrics" not in metrics:
+            return {}
+        metric = metrics["train_metrics"]
+        fed = metric.update_count > 0
+        if self._trainer is not None:
+            fed = self.trainer.strategy.reduce_boolean_decision(fed, all=False)
+        with warnings.catch_warnings():  # a rank without a share computes too (its zero states join the sum)
+            warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric")
+            values = metric.compute() if fed else {}
+        metric.reset()
+        return values
 
     def on_validation_epoch_end_metrics(self) -> dict[str, torch.Tensor]:
         """Epoch-level validation metrics accumulated by ``track_metrics``; logged under ``val/``."""
@@ -161,8 +177,12 @@ class AlignmentModule(LightningModule):
     def _step(self, batch: Any, stage: str) -> torch.Tensor:
         loss, logs = self.compute_loss(batch, stage)
         on_step = stage == "train"
+        if on_step:
+            logs = {**self.train_step_metrics(), **logs}
         size = len(batch)
-        self.log(f"{stage}/loss", loss.detach(), prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
+        # Every rank logs the loss at every step, so it can be averaged over ranks even per step: under
+        # DDP train/loss is then the objective whose gradient is applied, not rank 0's share of the batch.
+        self.log(f"{stage}/loss", loss.detach(), prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=True)
         if logs:
             self.log_dict({f"{stage}/{k}": v.detach().float() for k, v in logs.items()}, on_step=on_step, on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
         return loss

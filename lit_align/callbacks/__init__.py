@@ -7,5 +7,6 @@ from lit_align.callbacks.nonfinite import NonFiniteError, NonFiniteGuard
 from lit_align.callbacks.padding import PaddingStats
 from lit_align.callbacks.preemption import Preemption
 from lit_align.callbacks.sampled_eval import SampledEvaluation
+from lit_align.callbacks.summary import ModelSummary
 
-__all__ = ["ExportPretrained", "LoggedMetricCheckpoint", "NonFiniteError", "NonFiniteGuard", "Preemption", "PaddingStats", "SampledEvaluation", "BestOfNEvaluation"]
+__all__ = ["ExportPretrained", "LoggedMetricCheckpoint", "NonFiniteError", "NonFiniteGuard", "Preemption", "PaddingStats", "SampledEvaluation", "BestOfNEvaluation", "ModelSummary"]

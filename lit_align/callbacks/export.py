@@ -34,10 +34,11 @@ class ExportPretrained(Callback):
         # rank 0 writes them. Under DDP / one device rank 0's module is already complete.
         root = fsdp_root(getattr(trainer.strategy, "model", None))
         state = full_state_dict(root) if root is not None else None
+        # trainer.log_dir broadcasts rank 0's folder (a collective): every rank asks, then rank 0 writes.
+        root_dir = trainer.log_dir or trainer.default_root_dir
         if not trainer.is_global_zero:
             return
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
-        root_dir = trainer.log_dir or trainer.default_root_dir
         self.paths = [os.path.join(root_dir, self.subdir)] + ([self.also_to] if self.also_to else [])
         # save_pretrained's "Writing model shards" bar says nothing for a one-file export; the line below does.
         shown = hf_logging.is_progress_bar_enabled()
