@@ -57,9 +57,14 @@ class DataReport:
     prompt_truncated: int = 0
     completion_truncated: int = 0
     dropped: Counter = field(default_factory=Counter)
+    # What was done to rows that were kept (a format converted, turns dropped), never silent.
+    notes: Counter = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
+
+    def note(self, what: str) -> None:
+        self.notes[what] += 1
 
     def summary(self) -> str:
         parts = [f"{self.name}: kept {self.kept}/{self.total} examples"]
@@ -67,6 +72,7 @@ class DataReport:
             parts.append(f"{self.prompt_truncated} prompts truncated (left)")
         if self.completion_truncated:
             parts.append(f"{self.completion_truncated} completions truncated (right)")
+        parts += [f"{what}: {n}" for what, n in sorted(self.notes.items())]
         parts += [f"dropped {n} ({reason})" for reason, n in sorted(self.dropped.items())]
         return "; ".join(parts)
 
@@ -79,8 +85,15 @@ class DataReport:
             f"data/{split}/truncated_completion": self.completion_truncated,
         }
         for reason, count in self.dropped.items():
-            metrics[f"data/{split}/dropped_{re.sub(r'[^a-z0-9]+', '_', reason.lower()).strip('_')}"] = count
+            metrics[f"data/{split}/dropped_{slug(reason)}"] = count
+        for what, count in self.notes.items():
+            metrics[f"data/{split}/{slug(what)}"] = count
         return metrics
+
+
+def slug(text: str) -> str:
+    """A report line as a metric name: lower-case words joined by ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def is_messages(value: Any) -> bool:
