@@ -41,10 +41,11 @@ def split_implicit_prompt(chosen: str, rejected: str) -> tuple[str, str, str] | 
 
 
 def with_implicit_prompt(row: dict, report: DataReport) -> dict | None:
-    """``row`` with ``prompt`` split off string ``chosen``/``rejected`` when it has none (counted);
-    None when no prompt can be found (dropped, counted). Other rows are returned unchanged."""
+    """``row`` with ``prompt`` split off string ``chosen``/``rejected`` when the data has no ``prompt``
+    column (counted); None when no prompt can be found (dropped, counted). Other rows are returned
+    unchanged: a ``prompt`` column with a missing value is a missing prompt, not this layout."""
     chosen, rejected = row.get("chosen"), row.get("rejected")
-    if row.get("prompt") is not None or not isinstance(chosen, str) or not isinstance(rejected, str):
+    if "prompt" in row or not isinstance(chosen, str) or not isinstance(rejected, str):
         return row
     if not chosen.strip() or not rejected.strip():
         return row  # read_texts drops and counts the empty side

@@ -28,8 +28,9 @@ class SFTDataModule(AlignmentDataModule):
     def check_columns(self, columns: list[str], source: str) -> None:
         if "completion" not in columns and "messages" not in columns:
             raise DataError(
-                f"{source}: needs columns prompt+completion, messages, or text (plain language-model data); available: {columns}. "
-                "Map yours with e.g. `columns: {completion: response}` in the data config."
+                f"{source}: needs columns prompt+completion, or messages; available: {columns}. "
+                "Map yours with e.g. `columns: {completion: response}` in the data config; plain language-model text "
+                "(no prompt) is read from a `text` column, or map it with `columns: {completion: your_column}`."
             )
 
     def encode_row(self, row: dict, where: str, report: DataReport) -> dict | None:
