@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 
-from lit_align.data.formats import CHAT_PROMPT_NOTE, IMPLICIT_PROMPT_NOTE, NO_MARKER_DROP, split_implicit_prompt
+from lit_align.data.formats import CHAT_PROMPT_NOTE, DIALOGUE_NOTE, IMPLICIT_PROMPT_NOTE, NO_MARKER_DROP, split_implicit_prompt
 from lit_align.data.pairwise import PairwiseDataModule
 from lit_align.data.sft import PLAIN_TEXT_NOTE, SFTDataModule
 from lit_align.data.tokenize import DataReport
+from lit_align.data.unpaired import UnpairedDataModule
 from lit_align.data.turns import SYSTEM_NOTE, TURNS_NOTE, fit_prompt_turns, fit_turns
 
 
@@ -56,6 +57,15 @@ def test_hh_rows_train_with_the_prompt_split_off_and_counted(tmp_path):
     assert first["chosen_ids"] == tok(" very good", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert tok.decode(second["rejected_ids"], skip_special_tokens=True).split() == ["the", "film", "was", "dull"]
     assert module.report_metrics()["data/train/dropped"] == 1
+
+
+def test_kto_on_hh_pairs_splits_each_dialogue_after_its_last_assistant_turn(tmp_path):
+    rows = [{"chosen": HH_PROMPT + " very good", "rejected": HH_PROMPT + " very bad"}] * 2 + [{"chosen": "\n\nHuman: great", "rejected": "\n\nHuman: bad"}]
+    module = make(UnpairedDataModule, write_jsonl(tmp_path / "hh.jsonl", rows), batch_size=2)
+    report, tok = module.reports["train"], module.tokenizer
+    assert (report.total, report.kept, report.notes[DIALOGUE_NOTE], dict(report.dropped)) == (6, 4, 4, {"missing prompt": 2})
+    assert {ex["prompt_text"] for ex in module.train_examples} == {HH_PROMPT} and module.label_counts() == (2, 2)
+    assert module.train_examples[1]["completion_ids"] == tok(" very bad", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
 
 
 # ----- UltraFeedback-binarized: a string prompt beside message completions ---------------------------

@@ -22,7 +22,7 @@ from datasets import Dataset
 from jinja2 import TemplateError
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_align.data.formats import CHAT_PROMPT_NOTE, chat_prompt, template_failed, uses_chat_completions
+from lit_align.data.formats import CHAT_PROMPT_NOTE, DIALOGUE_NOTE, chat_prompt, split_dialogue, template_failed, uses_chat_completions
 from lit_align.data.sources import select_columns
 from lit_align.data.turns import fit_prompt_turns
 from lit_align.data.tokenize import DataError, DataReport, Messages, MissingChatTemplate, assistant_text, check_text, is_messages, split_conversation
@@ -42,13 +42,17 @@ class RowEncoding:
 
         The completion ``fields`` are checked first, then the prompt: ``prompt`` if given, else the
         row's ``prompt`` column, else everything before the last assistant turn of the first field
-        when it holds a whole conversation. A completion given as messages is its last assistant turn.
+        when it holds a whole conversation (chat messages, or one HH-style "\\n\\nAssistant:" dialogue
+        when it is the only field). A completion given as messages is its last assistant turn.
         """
         if not all(check_text(row.get(name), where, report, name) for name in fields):
             return None
         prompt = row.get("prompt") if prompt is None else prompt
         if prompt is None and is_messages(row[fields[0]]):
             prompt, _ = split_conversation(row[fields[0]], f"{where}, field {fields[0]!r}")
+        elif prompt is None and len(fields) == 1 and isinstance(row[fields[0]], str) and (dialogue := split_dialogue(row[fields[0]])):
+            prompt, row = dialogue[0], {**row, fields[0]: dialogue[1]}
+            report.note(DIALOGUE_NOTE)
         if not check_text(prompt, where, report, "prompt"):
             return None
         if isinstance(prompt, str) and self.encoder.chat_template != "never" and uses_chat_completions(row, fields):

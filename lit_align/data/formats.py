@@ -6,7 +6,8 @@
   the end of the last ``"\\n\\nAssistant:"`` marker inside the shared beginning instead, so a pair
   whose answers start alike ("I think ...") never trains on a prompt that holds half an answer.
   The completions keep their leading space, as TRL's do. A pair whose shared beginning holds no
-  marker has no recoverable prompt and is dropped (counted).
+  marker has no recoverable prompt and is dropped (counted). A single dialogue without a prompt
+  (KTO rows unpaired from HH pairs) is split after its own last marker.
 * **String prompt, message completions** (UltraFeedback-binarized as HuggingFaceH4 ships it): a
   ``prompt`` string next to ``chosen``/``rejected`` conversations that repeat it as their user turn.
   The prompt is then the conversation before the completion's last assistant turn (a user turn
@@ -22,6 +23,7 @@ ASSISTANT_MARKER = "\n\nAssistant:"
 # Report lines (also metric names data/<split>/<slug>): short, and each says what happened.
 IMPLICIT_PROMPT_NOTE = "prompt split off chosen/rejected at the last shared Assistant turn (HH-RLHF)"
 NO_MARKER_DROP = "no prompt, and chosen/rejected share no Assistant turn"
+DIALOGUE_NOTE = "prompt split off the completion at its last Assistant turn (HH-RLHF)"
 CHAT_PROMPT_NOTE = "string prompt rendered with the chat template, as its message completions"
 
 
@@ -56,6 +58,17 @@ def with_implicit_prompt(row: dict, report: DataReport) -> dict | None:
     report.note(IMPLICIT_PROMPT_NOTE)
     prompt, chosen, rejected = split
     return {**row, "prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def split_dialogue(text: str) -> tuple[str, str] | None:
+    """(prompt, completion) of one HH-style dialogue, split after its last assistant marker; None
+    without one. The one-sided analogue of ``split_implicit_prompt``, for an unpaired completion
+    (KTO rows unpaired from HH pairs) as ``split_conversation`` is for chat messages."""
+    start = text.rfind(ASSISTANT_MARKER)
+    if start < 0:
+        return None
+    end = start + len(ASSISTANT_MARKER)
+    return text[:end], text[end:]
 
 
 def chat_prompt(prompt: str, completion: Messages) -> Messages:

@@ -12,7 +12,8 @@
   the turns' contents as plain text. Never a silent fallback: a model trained on one rendering and
   prompted with another underperforms without any visible error.
 * Truncation: the prompt is cut from the left to ``max_prompt_length`` (the end of a prompt is what
-  the completion answers), then completions from the right to fit ``max_length``. A completion left
+  the completion answers; a multi-turn prompt first loses whole turns, ``lit_align.data.turns``),
+  then completions from the right to fit ``max_length``. A completion left
   empty is dropped, never trained on; every cut and drop is counted in a :class:`DataReport`.
 """
 
