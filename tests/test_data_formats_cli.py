@@ -85,3 +85,14 @@ def test_chat_template_that_raises_names_the_row_and_the_fixes(tmp_path, capsys)
     data = write_jsonl(tmp_path / "chat.jsonl", rows)
     fails_with_one_paragraph(capsys, ["fit", "--config", os.path.join(REPO, "configs/sft.yaml"), *FAST, f"--model.init_args.model={folder}", f"--data.init_args.dataset={data}"],
                              "chat.jsonl [train] row 2", "Only user and assistant roles are supported!", "'system'", "fold a system turn", "chat_template: never")
+
+
+def test_sft_recipe_trains_on_plain_text_with_a_tokenizer_that_adds_no_bos(tmp_path):
+    from tests.families import save_family
+
+    folder = save_family("gpt2", str(tmp_path / "gpt2"))  # BOS = EOS, never added: the prompt is empty
+    rows = [{"text": f"the film was very {WORDS[i % 6]} ."} for i in range(4)]
+    cli = run_cli(["fit", "--config", os.path.join(REPO, "configs/sft.yaml"), *FAST, f"--model.init_args.model={folder}",
+                   f"--data.init_args.dataset={write_jsonl(tmp_path / 'text.jsonl', rows)}"], str(tmp_path))
+    assert cli.trainer.global_step == 1 and 0 < float(cli.trainer.callback_metrics["train/loss"]) < 100
+    assert all(ex["prompt_ids"] == [] for ex in cli.datamodule.train_examples)
