@@ -35,8 +35,8 @@ def split_implicit_prompt(chosen: str, rejected: str) -> tuple[str, str, str] | 
         if a != b:
             break
         common += 1
-    start = chosen.rfind(ASSISTANT_MARKER, 0, common)
-    if start < 0 or start + len(ASSISTANT_MARKER) > common:
+    start = chosen.rfind(ASSISTANT_MARKER, 0, common)  # a marker that lies wholly inside the shared part
+    if start < 0:
         return None
     end = start + len(ASSISTANT_MARKER)
     return chosen[:end], chosen[end:], rejected[end:]
