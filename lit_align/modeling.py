@@ -101,3 +101,23 @@ def load_causal_lm(
         return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as error:
         raise ConfigError(f"could not load model {name!r}: {_not_loadable(name)}") from error
+    except ValueError as error:
+        # transformers' answer for a config with no causal-LM class: a list of ~250 config names.
+        if "Unrecognized configuration class" not in str(error):
+            raise
+        raise ConfigError(_not_causal(name, trust_remote_code)) from error
+
+
+def _not_causal(name: str, trust_remote_code: bool) -> str:
+    """What ``name`` is instead of a causal LM, and what to give."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    kind = "an encoder-decoder (sequence-to-sequence) model" if getattr(config, "is_encoder_decoder", False) else "not a causal language model"
+    architectures = ", ".join(config.architectures or []) or "none named"
+    return (
+        f"model {name!r} is a {config.model_type!r} model (architectures: {architectures}), {kind}. "
+        "lit_align trains causal (decoder-only) language models, the ones AutoModelForCausalLM loads "
+        "(e.g. Llama, Mistral, Qwen, GPT-2, OPT, Pythia): give such a model's folder or hub name in "
+        "model.init_args.model, or embedded:tiny."
+    )

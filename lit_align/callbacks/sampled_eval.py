@@ -179,7 +179,11 @@ class SampledEvaluation(Callback):
         ``reference`` is a model or a zero-argument callable returning a context that yields one.
         """
         tokenizer = datamodule.tokenizer
-        texts, prompt_ids = zip(*self.held_out_prompts(datamodule))
+        held_out = self.held_out_prompts(datamodule)
+        if not held_out:  # plain-text SFT without a BOS: every prompt is empty, there is nothing to continue
+            rank_zero_info("lit_align: SampledEvaluation skipped: the validation data has no non-empty prompt to sample from (plain text)")
+            return {}
+        texts, prompt_ids = zip(*held_out)
         was_training = policy.training
         samples = sample_completions(policy, tokenizer, list(prompt_ids), self.samples_per_prompt, self.max_new_tokens, seed=self.seed)
         prompts = [p for p in prompt_ids for _ in range(self.samples_per_prompt)]

@@ -281,4 +281,5 @@ class AlignmentDataModule(RowEncoding, LightningDataModule):
 
     def eval_prompts(self, n: int) -> list[tuple[str, list[int]]]:
         """Up to ``n`` held-out prompts as (rendered text, token ids) for sampling-based evaluation."""
-        return [(ex["prompt_text"], ex["prompt_ids"]) for ex in self.val_examples[:n]]
+        # Plain-text rows have an empty prompt (no ids at all without a BOS): nothing to sample from.
+        return [(ex["prompt_text"], ex["prompt_ids"]) for ex in self.val_examples if ex["prompt_ids"]][:n]

@@ -19,9 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from datasets import Dataset
+from jinja2 import TemplateError
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_align.data.formats import CHAT_PROMPT_NOTE, DIALOGUE_NOTE, chat_prompt, split_dialogue, template_failed, uses_chat_completions
 from lit_align.data.sources import select_columns
+from lit_align.data.turns import fit_prompt_turns
 from lit_align.data.tokenize import DataError, DataReport, Messages, MissingChatTemplate, assistant_text, check_text, is_messages, split_conversation
 
 
@@ -39,15 +42,24 @@ class RowEncoding:
 
         The completion ``fields`` are checked first, then the prompt: ``prompt`` if given, else the
         row's ``prompt`` column, else everything before the last assistant turn of the first field
-        when it holds a whole conversation. A completion given as messages is its last assistant turn.
+        when it holds a whole conversation (chat messages, or one HH-style "\\n\\nAssistant:" dialogue
+        when it is the only field). A completion given as messages is its last assistant turn.
         """
         if not all(check_text(row.get(name), where, report, name) for name in fields):
             return None
         prompt = row.get("prompt") if prompt is None else prompt
         if prompt is None and is_messages(row[fields[0]]):
             prompt, _ = split_conversation(row[fields[0]], f"{where}, field {fields[0]!r}")
+        elif prompt is None and len(fields) == 1 and isinstance(row[fields[0]], str) and (dialogue := split_dialogue(row[fields[0]])):
+            prompt, row = dialogue[0], {**row, fields[0]: dialogue[1]}
+            report.note(DIALOGUE_NOTE)
         if not check_text(prompt, where, report, "prompt"):
             return None
+        if isinstance(prompt, str) and self.encoder.chat_template != "never" and uses_chat_completions(row, fields):
+            # A string prompt beside message completions (UltraFeedback-binarized) is rendered through
+            # the template with them: the model is prompted in the format it answers in.
+            prompt = chat_prompt(prompt, next(row[name] for name in fields if is_messages(row[name])))
+            report.note(CHAT_PROMPT_NOTE)
         texts = [assistant_text(row[name], f"{where}, field {name!r}") for name in fields]
         if not all(text.strip() for text in texts):
             report.drop("empty completion")
@@ -57,10 +69,16 @@ class RowEncoding:
     def encode_example(self, prompt: str | Messages, completions: dict[str, str | list[str]], report: DataReport, **extra) -> dict | None:
         """Encode ``prompt`` and ``completions`` (name -> text, or a list of texts) and truncate them
         together: ``{prompt_ids, prompt_text, <name>_ids, **extra}``, or None when truncation leaves
-        a completion empty (counted). No completions: the prompt alone, cut to ``max_prompt_length``."""
+        a completion empty (counted). A multi-turn prompt too long for ``max_prompt_length`` first
+        loses whole turns (``lit_align.data.turns``). No completions: the prompt alone, cut to
+        ``max_prompt_length``."""
         encoder = self.encoder
+        prompt_ids = encoder.encode_prompt(prompt)
+        if len(prompt_ids) > encoder.max_prompt_length:
+            prompt = fit_prompt_turns(prompt, lambda p: len(encoder.encode_prompt(p)), encoder.max_prompt_length, report)
+            prompt_ids = encoder.encode_prompt(prompt)
         flat = [(name, text) for name, value in completions.items() for text in ([value] if isinstance(value, str) else value)]
-        truncated = encoder.truncate(encoder.encode_prompt(prompt), [encoder.encode_completion(prompt, text) for _, text in flat], report)
+        truncated = encoder.truncate(prompt_ids, [encoder.encode_completion(prompt, text) for _, text in flat], report)
         if truncated is None:
             return None
         prompt_ids, ids = truncated
@@ -98,6 +116,8 @@ class RowEncoding:
                     examples.append(example)
         except MissingChatTemplate as error:
             raise MissingChatTemplate(f"{self.dataset} [{name}] row {index}: {error}") from None
+        except TemplateError as error:  # the template's own raise_exception (e.g. Mistral's on a system turn)
+            raise template_failed(f"{self.dataset} [{name}] row {index}", rows[index], error, self.model) from None
         except UnicodeDecodeError as error:  # Arrow decodes strings lazily, row by row
             raise DataError(f"{self.dataset} [{name}] row {index + 1}: text is not valid UTF-8 ({error}); re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from error
         report.kept = len(examples)

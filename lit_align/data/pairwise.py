@@ -5,6 +5,7 @@ from __future__ import annotations
 from lit_align.data.batches import PairwiseBatch
 from lit_align.data.collate import sequences_with_mask
 from lit_align.data.datamodule import AlignmentDataModule
+from lit_align.data.formats import with_implicit_prompt
 from lit_align.data.tokenize import DataReport
 from lit_align.reference_cache import collate_reference_logps
 
@@ -12,12 +13,17 @@ from lit_align.reference_cache import collate_reference_logps
 class PairwiseDataModule(AlignmentDataModule):
     """Rows ``prompt, chosen, rejected``. With chat data, ``chosen``/``rejected`` may hold whole
     conversations (TRL/UltraFeedback convention) and ``prompt`` may be omitted: the prompt is then
-    everything before the last assistant turn. Default dataset: ``embedded:pairs``."""
+    everything before the last assistant turn. String ``chosen``/``rejected`` without a ``prompt``
+    (Anthropic HH-RLHF) have the prompt split off their shared beginning
+    (``lit_align.data.formats``). Default dataset: ``embedded:pairs``."""
 
     required_columns = ("chosen", "rejected")
     embedded_default = "embedded:pairs"
 
     def encode_row(self, row: dict, where: str, report: DataReport) -> dict | None:
+        row = with_implicit_prompt(row, report)
+        if row is None:
+            return None
         texts = self.read_texts(row, ("chosen", "rejected"), where, report)
         if texts is None:
             return None

@@ -12,7 +12,8 @@
   the turns' contents as plain text. Never a silent fallback: a model trained on one rendering and
   prompted with another underperforms without any visible error.
 * Truncation: the prompt is cut from the left to ``max_prompt_length`` (the end of a prompt is what
-  the completion answers), then completions from the right to fit ``max_length``. A completion left
+  the completion answers; a multi-turn prompt first loses whole turns, ``lit_align.data.turns``),
+  then completions from the right to fit ``max_length``. A completion left
   empty is dropped, never trained on; every cut and drop is counted in a :class:`DataReport`.
 """
 
@@ -58,9 +59,14 @@ class DataReport:
     prompt_truncated: int = 0
     completion_truncated: int = 0
     dropped: Counter = field(default_factory=Counter)
+    # What was done to rows that were kept (a format converted, turns dropped), never silent.
+    notes: Counter = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
+
+    def note(self, what: str) -> None:
+        self.notes[what] += 1
 
     def summary(self) -> str:
         parts = [f"{self.name}: kept {self.kept}/{self.total} examples"]
@@ -68,6 +74,7 @@ class DataReport:
             parts.append(f"{self.prompt_truncated} prompts truncated (left)")
         if self.completion_truncated:
             parts.append(f"{self.completion_truncated} completions truncated (right)")
+        parts += [f"{what}: {n}" for what, n in sorted(self.notes.items())]
         parts += [f"dropped {n} ({reason})" for reason, n in sorted(self.dropped.items())]
         return "; ".join(parts)
 
@@ -80,8 +87,15 @@ class DataReport:
             f"data/{split}/truncated_completion": self.completion_truncated,
         }
         for reason, count in self.dropped.items():
-            metrics[f"data/{split}/dropped_{re.sub(r'[^a-z0-9]+', '_', reason.lower()).strip('_')}"] = count
+            metrics[f"data/{split}/dropped_{slug(reason)}"] = count
+        for what, count in self.notes.items():
+            metrics[f"data/{split}/{slug(what)}"] = count
         return metrics
+
+
+def slug(text: str) -> str:
+    """A report line as a metric name: lower-case words joined by ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def is_messages(value: Any) -> bool:

@@ -121,9 +121,16 @@ class UnpairedDataModule(AlignmentDataModule):
         return all(theirs(c) in rows.column_names for c in PAIR_COLUMNS) and theirs("label") not in rows.column_names
 
     def select_rows(self, rows: Dataset, name: str) -> Dataset:
-        if self._is_pairwise(rows):
-            return unpair(select_columns(rows, PAIR_COLUMNS, self.columns, f"{self.dataset} ({name})"))
-        return super().select_rows(rows, name)
+        try:
+            if self._is_pairwise(rows):
+                return unpair(select_columns(rows, PAIR_COLUMNS, self.columns, f"{self.dataset} ({name})"))
+            return super().select_rows(rows, name)
+        except DataError as error:
+            if self.from_pairs is None:
+                raise
+            # A forced layout that the columns contradict: say which setting forced it.
+            layout = "pairs (chosen/rejected)" if self.from_pairs else "unpaired rows (completion/label)"
+            raise DataError(f"{error} data.init_args.from_pairs={self.from_pairs} reads the data as {layout}; set from_pairs: null to detect the layout from the columns.") from None
 
     def _encode(self, rows: Dataset, name: str) -> list[dict]:
         examples = super()._encode(rows, name)
