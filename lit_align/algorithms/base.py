@@ -15,7 +15,7 @@ checkpoints) and export with ``save_pretrained``. The contract of a subclass (RE
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 from lightning import LightningModule
@@ -206,8 +206,13 @@ class AlignmentModule(LightningModule):
         if metrics:
             self.log_dict({f"val/{k}": v for k, v in metrics.items()})
 
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """What the optimiser trains: the policy's trainable weights; a subclass with more (PPO's
+        critic) extends it."""
+        return (p for p in self.policy.policy.parameters() if p.requires_grad)
+
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.policy.policy.parameters() if p.requires_grad]
+        params = list(self.trainable_parameters())
         optimizer = use_fused_adam(self.optimizer(params))
         if self.lr_scheduler is not None:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": "step"}}
