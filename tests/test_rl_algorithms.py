@@ -222,3 +222,33 @@ def test_inner_loop_takes_epochs_times_minibatches_steps_per_rollout():
     logged = trainer.logged_metrics
     for name in ("reward", "reward_std", "kl", "entropy", "clip_fraction", "advantage_mean", "advantage_std", "response_length", "kl_loss"):
         assert bool(torch.isfinite(logged[f"train/{name}"])), name
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--model.init_args.advantage_estimator=leave_one_in", "GRPO: advantage_estimator 'leave_one_in' is not registered; choose one of dr_grpo, gae, grpo, rloo"),
+        ("--data.init_args.num_samples=1", "GRPO with advantage_estimator 'grpo' needs k >= 2 samples per prompt; set data.init_args.num_samples >= 2 (got 1)"),
+    ],
+)
+def test_cli_explains_a_bad_setting(override, message, tmp_path):
+    """Through the real command line: one paragraph naming the option and the fix, no traceback, exit != 0."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    command = [sys.executable, "-m", "lit_align", "fit", "--config", os.path.join(REPO, "configs/grpo.yaml"), "--model.init_args.model=embedded:micro", override, "--trainer.max_steps=1"]
+    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "2", "LIT_ALIGN_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_sampling_temperature_other_than_one_is_refused():
+    from lit_align.errors import ConfigError
+
+    dm = PromptDataModule(model="embedded:micro", num_samples=2, temperature=0.7)
+    with pytest.raises(ConfigError, match="must sample at temperature 1; set data.init_args.temperature to 1.0"):
+        RLOO(model="embedded:micro").connect(dm)

@@ -120,6 +120,9 @@ class PolicyGradient(OnlineSampling, AlignmentModule):
 
     def connect(self, datamodule: Any) -> None:
         super().connect(datamodule)
+        if self.settings.temperature != 1.0:
+            # The ratio and the KL need the log-probs of the distribution that sampled; ours are at temperature 1.
+            raise ConfigError(f"{type(self).__name__} computes log-probs of the policy itself, so it must sample at temperature 1; set data.init_args.temperature to 1.0 (got {self.settings.temperature})")
         if self.settings.num_samples < self.min_samples:
             raise ConfigError(f"{type(self).__name__} with advantage_estimator {self.advantage_estimator!r} needs k >= {self.min_samples} samples per prompt; set data.init_args.num_samples >= {self.min_samples} (got {self.settings.num_samples})")
 
