@@ -69,6 +69,9 @@ PREFERRED_FT = (
     "--model.init_args.lr_schedule=linear",
 )
 
+# The RL recipes' prompts per step, raised to the 16 prompts of every other method's step.
+RL_BATCH = ("--data.init_args.batch_size=16",)
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
@@ -83,6 +86,10 @@ METHODS: dict[str, Method] = {
         Method("jbond", "jbond.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_weight", "gamma", (0.03, 0.1, 0.3), 0.1, meaning="KL weight gamma to the EMA anchor"),
         # Online DPO (OAIF): 2 samples per prompt from the current policy every step, labelled by the gold reward.
         Method("online_dpo", "online_dpo.yaml", "embedded_best_of_n.yaml", "model.init_args.beta", "beta", (0.03, 0.1, 0.3), 0.1, meaning="KL penalty beta (pairs sampled from the current policy)"),
+        # Policy-gradient RL from the gold reward (docs/rl.md): k samples per prompt from the current policy every step.
+        Method("rloo", "rloo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.05, 0.2), 0.05, RL_BATCH, "per-token KL penalty beta in the reward (k = 4)"),
+        Method("grpo", "grpo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.04, 0.16), 0.04, RL_BATCH, "weight beta of the k3 KL loss term (G = 4)"),
+        Method("ppo", "ppo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.05, 0.2), 0.05, RL_BATCH, "per-token KL penalty beta in the reward (k = 2, critic, 4 epochs)"),
     ]
 }
 
