@@ -55,8 +55,8 @@ class Experience:
         r, index = self.rollout, rows.tolist()
         tensors = {f.name: getattr(r, f.name)[rows] for f in fields(r) if isinstance(getattr(r, f.name), torch.Tensor)}
         rollout = replace(r, prompt_ids=[r.prompt_ids[i] for i in index], completion_ids=[r.completion_ids[i] for i in index], **tensors)
-        pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return Experience(rollout, self.advantages[rows], pick(self.returns), pick(self.old_values))
+        returns, old_values = (None if t is None else t[rows] for t in (self.returns, self.old_values))
+        return Experience(rollout, self.advantages[rows], returns, old_values)
 
 
 class PolicyGradient(OnlineSampling, AlignmentModule):
