@@ -22,12 +22,11 @@ from lit_align.losses.policy_gradient import (
     clipped_value_loss,
     generalized_advantage_estimation,
     group_normalized_advantages,
-    kl_k1,
-    kl_k3,
     kl_penalized_token_rewards,
     leave_one_out_advantages,
     whiten,
 )
+from lit_align.losses.kl import kl_k1, kl_k3
 from lit_align.online.estimators import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs, PolicyLossSettings
 
 K = 4

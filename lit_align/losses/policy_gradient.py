@@ -12,6 +12,12 @@ from typing import NamedTuple
 
 import torch
 
+# Schulman's KL estimators live in one place (lit_align.losses.kl): k1 = log pi - log pi_ref is the
+# per-token penalty IN THE REWARD (PPO for RLHF, RLOO; REINFORCE on -beta k1 has expected gradient
+# -beta grad KL(pi || pi_ref)); k3 = (r - 1) - log r, r = pi_ref / pi, is GRPO's LOSS TERM, whose
+# expected gradient on samples of pi is that of KL(pi_ref || pi) (tests/test_policy_gradient.py).
+from lit_align.losses.kl import kl_k1, kl_k3  # noqa: F401  (re-exported for the RL code)
+
 AGGREGATIONS = ("seq_mean", "token_mean", "constant")
 
 
@@ -101,22 +107,6 @@ def kl_penalized_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: tor
     rewards = -beta * kl.detach() * mask
     last = (mask * torch.arange(1, mask.shape[1] + 1, device=mask.device)).argmax(-1)
     return rewards.index_put((torch.arange(len(scores), device=mask.device), last), scores.detach().to(rewards.dtype), accumulate=True)
-
-
-# ----- KL estimators (Schulman, "Approximating KL divergence", 2020) -----------------------------
-def kl_k1(logps: torch.Tensor, reference_logps: torch.Tensor) -> torch.Tensor:
-    """k1 = log pi(y_t) - log pi_ref(y_t) = -log r, r = pi_ref / pi: unbiased for KL(pi || pi_ref) on
-    samples of pi, high variance, can be negative. Used as a per-token penalty IN THE REWARD
-    (PPO for RLHF, RLOO): REINFORCE on -beta k1 has expected gradient -beta grad KL(pi || pi_ref)."""
-    return logps - reference_logps
-
-
-def kl_k3(logps: torch.Tensor, reference_logps: torch.Tensor) -> torch.Tensor:
-    """k3 = (r - 1) - log r, r = pi_ref(y_t) / pi(y_t): unbiased, low variance, always >= 0. Used as a
-    LOSS TERM beta k3 (GRPO, arXiv 2402.03300 Eq. 4). As a loss on samples of pi its expected
-    gradient is that of KL(pi_ref || pi) (the forward KL), not of KL(pi || pi_ref); both vanish at pi = pi_ref."""
-    log_ratio = reference_logps - logps
-    return torch.expm1(log_ratio) - log_ratio
 
 
 # ----- surrogates ---------------------------------------------------------------------------------
