@@ -32,7 +32,8 @@ def exported_reward_model(family_checkpoints, tmp_path_factory) -> tuple[str, st
     return checkpoint, str(root / "data" / "embedded" / "reward_model")
 
 
-@pytest.mark.parametrize("method", ["rloo", "grpo", "ppo"])
+# RLOO's recipe differs from GRPO's only in the loss (same data, reward and flags): two runs cover the path.
+@pytest.mark.parametrize("method", ["grpo", "ppo"])
 def test_recipe_on_users_model_prompts_and_reward_model(method, exported_reward_model, tmp_path):
     checkpoint, reward_model = exported_reward_model
     prompts = tmp_path / "prompts.jsonl"
