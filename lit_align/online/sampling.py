@@ -88,9 +88,11 @@ class OnlineSampling:
 
     # ----- drawing -------------------------------------------------------------------------------
     def sample(self, model: PreTrainedModel, prompt_ids: list[list[int]], num_samples: int, seed: int) -> list[list[list[int]]]:
-        """``num_samples`` completions of ``model`` per prompt; same seed and model: same completions."""
+        """``num_samples`` completions of ``model`` per prompt; same seed and model: same completions.
+        Each prompt is encoded once for its samples (``engine="shared_prefill"``: the same draws as
+        ``model.generate``, without its k prompt passes)."""
         settings = self.settings
-        return sample_completions(model, self.tokenizer, prompt_ids, num_samples, settings.max_new_tokens, settings.temperature, seed=seed)
+        return sample_completions(model, self.tokenizer, prompt_ids, num_samples, settings.max_new_tokens, settings.temperature, seed=seed, engine="shared_prefill")
 
     def score(self, prompt_texts: list[str], samples: list[list[list[int]]]) -> torch.Tensor:
         """Rewards [B, k] of k completions per prompt under ``reward`` (decoded as ``lit_align.online.scoring`` does)."""
