@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lit_align.ops import SequenceLogps, sequence_logps
+from lit_align.ops import SequenceLogps, sequence_logps, token_logps
 
 HeadMode = Literal["compact", "full"]
 HEAD_MODES = ("compact", "full")
@@ -146,14 +146,36 @@ def completion_logps(
     if parts is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         return sequence_logps(logits, input_ids, loss_mask)
-    backbone, linear = parts
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     # Position t predicts token t+1: keep the positions whose NEXT token is a completion token.
     mask = loss_mask[:, 1:].bool()
     rows = mask.nonzero(as_tuple=True)[0]
-    token_logps = ChunkedLinearLogProb.apply(hidden[:, :-1][mask], linear.weight, linear.bias, input_ids[:, 1:][mask], chunk_size, _head_dtype(hidden), keep_max_elements)
-    sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device).index_add(0, rows, token_logps)
+    values = _compact_token_logps(parts, input_ids, attention_mask, mask, chunk_size, keep_max_elements)
+    sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device).index_add(0, rows, values)
     return SequenceLogps(sum=sums, count=mask.sum(-1).to(torch.float32))
+
+
+def completion_token_logps(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, head: HeadMode = "compact", chunk_size: int = 1024, keep_max_elements: int = KEEP_MAX_ELEMENTS
+) -> torch.Tensor:
+    """Per-token log pi(token_{t+1} | tokens_<=t), fp32 [B, T-1], at the positions whose next token is a
+    completion token (``loss_mask[:, 1:]``) and 0 elsewhere: what ``completion_logps`` sums, kept per
+    token for token-level losses (PPO, GRPO). Same two head modes."""
+    if head not in HEAD_MODES:
+        raise ValueError(f"unknown head mode {head!r}; expected one of {', '.join(HEAD_MODES)}")
+    mask = loss_mask[:, 1:].bool()
+    parts = split_head(model) if head == "compact" else None
+    if parts is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return token_logps(logits, input_ids).masked_fill(~mask, 0.0)
+    values = _compact_token_logps(parts, input_ids, attention_mask, mask, chunk_size, keep_max_elements)
+    return torch.zeros(mask.shape, dtype=torch.float32, device=input_ids.device).masked_scatter(mask, values)
+
+
+def _compact_token_logps(parts: tuple[nn.Module, nn.Linear], input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor, chunk_size: int, keep_max_elements: int) -> torch.Tensor:
+    """The log-probs [N] of the N positions where ``mask`` [B, T-1] is set, through the chunked head only."""
+    backbone, linear = parts
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    return ChunkedLinearLogProb.apply(hidden[:, :-1][mask], linear.weight, linear.bias, input_ids[:, 1:][mask], chunk_size, _head_dtype(hidden), keep_max_elements)
 
 
 def _head_dtype(hidden: torch.Tensor) -> torch.dtype:

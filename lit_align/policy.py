@@ -26,9 +26,10 @@ from lit_align.head import HEAD_MODES, HeadMode, completion_logps
 from lit_align.lora import LoraSettings, add_lora
 from lit_align.ops import SequenceLogps
 from lit_align.prefix_sharing import SharedLayout, shared_completion_logps
-from lit_align.reference_modes import REFERENCES, Reference, ReferenceMode, ReferenceSetup, make_reference
+from lit_align.reference_modes import BUILTIN_REFERENCE_MODES, Reference, ReferenceMode, ReferenceSetup, make_reference
 
-REFERENCE_MODES = tuple(REFERENCES)
+# The built-in modes; the live registry (plug-ins included) is lit_align.reference_modes.REFERENCES.
+REFERENCE_MODES = BUILTIN_REFERENCE_MODES
 
 __all__ = ["PolicyWithReference", "LoraSettings", "add_lora", "ReferenceMode", "REFERENCE_MODES", "ReferenceSetup"]
 

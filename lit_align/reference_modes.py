@@ -9,8 +9,11 @@ Each mode owns everything that differs between the ways of holding a reference p
 * ``wrap_policy`` / ``exported`` — what the trainable policy is (LoRA for ``adapter``) and how it is
   written out as a plain model.
 
-A new mode is one subclass of ``Reference``, registered in ``REFERENCES`` and named in
-``ReferenceMode`` (what configs may say); no algorithm changes.
+A new mode is one subclass of ``Reference`` registered in ``REFERENCES`` (``REFERENCES["mine"] =
+MyReference``), e.g. by the module a config names by class path: ``reference: mine`` then works
+from the CLI, since configs give a plain string checked against the live registry when the
+algorithm is built (``check_mode``). An algorithm accepts a registered mode where it accepts the
+mode it subclasses (a ``CopyReference`` subclass wherever ``copy`` is allowed); no algorithm changes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -171,14 +174,34 @@ class PrecomputedReference(Reference):
         precompute(setup, datamodule)
 
 
-# The names a config may give (``reference:``); keep in step with REFERENCES (a test checks).
-ReferenceMode = Literal["copy", "none", "precomputed", "adapter"]
+# What a config may give as ``reference:``: the name of a mode registered in REFERENCES when the
+# algorithm is built. A plain string, not a Literal: a Literal is frozen at import, so the CLI
+# would refuse a mode a plug-in registers later.
+ReferenceMode = str
 REFERENCES: dict[str, Callable[..., Reference]] = {"copy": CopyReference, "none": NoReference, "precomputed": PrecomputedReference, "adapter": AdapterReference}
+BUILTIN_REFERENCE_MODES = ("copy", "none", "precomputed", "adapter")
+
+
+def check_mode(mode: str) -> None:
+    """ConfigError unless ``mode`` is registered in ``REFERENCES`` (read now, not at import)."""
+    if mode not in REFERENCES:
+        raise ConfigError(
+            f"unknown reference mode {mode!r}; registered modes: {', '.join(REFERENCES)}. Set model.init_args.reference to one of "
+            "them, or register yours in lit_align.reference_modes.REFERENCES from a module the config imports (e.g. the module of a class_path)"
+        )
+
+
+def mode_accepted(mode: str, supported: tuple[str, ...] | None) -> bool:
+    """Whether an algorithm that supports ``supported`` (None: every registered mode) accepts ``mode``:
+    named there, or registered as a subclass of a mode named there."""
+    if supported is None or mode in supported:
+        return True
+    strategy = REFERENCES.get(mode)
+    return isinstance(strategy, type) and any(isinstance(REFERENCES.get(s), type) and issubclass(strategy, REFERENCES[s]) for s in supported)
 
 
 def make_reference(mode: str, lora: LoraSettings | None = None) -> Reference:
-    if mode not in REFERENCES:
-        raise ConfigError(f"unknown reference mode {mode!r}; expected one of {', '.join(REFERENCES)}")
+    check_mode(mode)
     if lora is not None and mode != "adapter":
         raise ConfigError(f"LoRA settings are only used with reference='adapter' (got reference={mode!r}); remove `lora` or set reference: adapter")
     return AdapterReference(lora) if mode == "adapter" else REFERENCES[mode]()

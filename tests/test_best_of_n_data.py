@@ -10,7 +10,7 @@ import torch
 from lit_align.data.batches import BestOfNBatch
 from lit_align.data.best_of_n import BestOfNDataModule, build_best_of_n_rows
 from lit_align.data.tokenize import DataError
-from lit_align.generation import SamplingSettings
+from lit_align.online.generation import SamplingSettings
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.rewards import LexiconSentimentReward
 

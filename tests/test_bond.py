@@ -16,7 +16,7 @@ from lit_align.callbacks import BestOfNEvaluation
 from lit_align.data.batches import BestOfNBatch
 from lit_align.data.best_of_n import BestOfNDataModule
 from lit_align.errors import ConfigError
-from lit_align.generation import SamplingSettings
+from lit_align.online.generation import SamplingSettings
 from lit_align.utils.scalars import last, read_scalars
 from tests.conftest import REPO, run_cli
 
@@ -166,7 +166,7 @@ LOGPS = (torch.tensor([-1.5]), torch.tensor([[-2.0, -3.0]]), torch.tensor([[-2.5
 
 def wire(module, monkeypatch, loss_name, num_samples=3):
     import lit_align.algorithms.bond as bond_module
-    import lit_align.algorithms.online_sampling as sampling_module
+    import lit_align.online.sampling as sampling_module
 
     data = StubSampler(module)
     module.connect(SimpleNamespace(sampling_settings=lambda: SamplingSettings(num_samples=num_samples, max_new_tokens=6)))
@@ -174,8 +174,8 @@ def wire(module, monkeypatch, loss_name, num_samples=3):
     monkeypatch.setattr(sampling_module, "score_completions", stub_scores)
     seen = {}
 
-    def sequence_logps(batch, samples):
-        seen["best"], seen["samples"] = batch.best_completions(), samples
+    def sequence_logps(batch, rollout):
+        seen["best"], seen["samples"] = batch.best_completions(), rollout.completions_by_prompt()
         return LOGPS
 
     monkeypatch.setattr(module, "sequence_logps", sequence_logps)

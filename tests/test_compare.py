@@ -98,3 +98,27 @@ def test_quick_comparison_end_to_end(embedded_sft_model, tmp_path):
     png = os.path.join(out, "frontier.png")
     pytest.importorskip("matplotlib")
     assert os.path.getsize(png) > 10_000
+
+
+def test_a_method_joins_by_class_path_and_recipe_without_editing_plan(tmp_path):
+    from experiments.compare.plan import method_from_spec
+    from experiments.compare.run import budget_from, parse, unavailable
+
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("model:\n  class_path: lit_align.algorithms.DPO\n  init_args: {beta: 0.1}\ndata: {class_path: lit_align.data.pairwise.PairwiseDataModule}\n")
+    args = parse(["--quick", "--methods", "dpo", "--method", f"mine=lit_align.algorithms.IPO:{recipe}:model.init_args.tau=0.05,0.1,0.5"])
+    budget = budget_from(args)
+    assert budget.methods == ("dpo", "mine")
+    runs = plan(budget, quick=True)
+    assert [r.name for r in runs] == ["dpo/beta=0.1", "mine/tau=0.1"]  # --quick: the middle value
+    assert len(plan(budget_from(parse(["--method", f"mine=lit_align.algorithms.IPO:{recipe}:model.init_args.tau=0.05,0.1,0.5"])), quick=False)) == 3 * len(Budget().seeds)
+    mine = run_args(runs[1], "start", "tb", budget)
+    assert mine[1:5] == ["--config", str(recipe), "--model.class_path=lit_align.algorithms.IPO", "--model.init_args.tau=0.1"]
+    assert "--model.init_args.model=start" in mine and "--trainer.logger.init_args.name=mine/tau=0.1" in mine
+    assert unavailable(budget.method("mine"), budget.configs) is None
+    # A wrong class path or recipe is named before anything trains; a bad spec is refused with the expected form.
+    assert "cannot be imported" in unavailable(method_from_spec(f"x=lit_align.algorithms.Nope:{recipe}"), budget.configs)
+    assert "does not exist" in unavailable(method_from_spec(f"x=lit_align.algorithms.IPO:{tmp_path / 'missing.yaml'}"), budget.configs)
+    for spec in ("mine", "dpo=lit_align.algorithms.DPO:x.yaml", f"a/b=c.D:{recipe}", f"m=c.D:{recipe}:p=1,two"):
+        with pytest.raises(SystemExit, match="lit_align compare: --method"):
+            budget_from(parse(["--method", spec]))

@@ -63,7 +63,7 @@ def test_recipe_alone_is_complete(path, capsys):
     """One file is enough: model, data, trainer, logger and callbacks all come out set."""
     printed = printed_config(["--config", path], capsys)
     assert printed["model"]["class_path"] == _load(path)["model"]["class_path"]
-    assert printed["data"]["class_path"].startswith("lit_align.data.")
+    assert printed["data"]["class_path"].startswith(("lit_align.data.", "lit_align.online."))
     assert printed["trainer"]["logger"]["init_args"]["save_dir"] == "runs"
     assert printed["trainer"]["logger"]["init_args"]["default_hp_metric"] is False
     assert printed["trainer"]["gradient_clip_val"] == 1.0

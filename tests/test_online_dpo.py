@@ -13,7 +13,7 @@ from lightning import Trainer
 from lit_align.algorithms import OnlineDPO
 from lit_align.algorithms.online_dpo import label_pairs
 from lit_align.data.best_of_n import BestOfNDataModule
-from lit_align.scoring import score_completions
+from lit_align.online.scoring import score_completions
 from lit_align.losses import dpo_loss
 from lit_align.ops import sequence_logps
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
@@ -60,7 +60,7 @@ def test_sampled_pairs_prefer_the_higher_reward_and_count_ties():
     module = attached(OnlineDPO(model="embedded:micro", reward=reward, num_samples=3), datamodule)
     pairs, logs = module.sample_pairs(batch, "train")
     # The same draws, scored independently: how many prompts tie.
-    _, rewards = module.sample_and_score(module.policy.policy, batch, 3, seed=module._seed("train"))
+    rewards = module.rollout(module.policy.policy, batch, 3, seed=module.draw_seed("train")).rewards_by_prompt()
     ties = int((rewards.amax(-1) == rewards.amin(-1)).sum())
     assert 0 < ties < len(batch)  # the test exercises both cases
     assert logs["online/ties"].item() == ties and logs["online/pairs"].item() == len(batch) - ties == pairs.num_pairs

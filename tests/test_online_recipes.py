@@ -21,7 +21,7 @@ from lightning import Trainer
 from lit_align.algorithms import OnlineDPO
 from lit_align.callbacks import LoggedMetricCheckpoint, SampledEvaluation
 from lit_align.rewards import RewardFunction, sanity
-from lit_align.scoring import score_completions
+from lit_align.online.scoring import score_completions
 from tests.conftest import REPO, run_cli
 from tests.families import example_rows
 from tests.test_online_dpo import Constant, prompts_data

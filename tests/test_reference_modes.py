@@ -205,3 +205,59 @@ def test_precompute_pass_runs_longest_first_shows_progress_and_keeps_example_ord
         one = dm.collate([dm.train_examples[index]])
         expected = _logps(model, one)
         torch.testing.assert_close(values[index, :, 0], expected, atol=1e-4, rtol=1e-5)
+
+
+PLUGIN = '''
+"""A user's module: a reference mode registered at import, and a callback the config names."""
+from lightning import Callback
+
+from lit_align.reference_modes import REFERENCES, CopyReference
+
+
+class TwinReference(CopyReference):
+    """A frozen copy under a name of its own: accepted wherever ``copy`` is."""
+
+    name = "twin"
+
+
+REFERENCES["twin"] = TwinReference
+
+
+class ReportReference(Callback):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module):
+        with open(self.path, "w") as f:
+            f.write(type(pl_module.policy.strategy).__name__ + " " + str(pl_module.policy.reference is not None))
+'''
+
+
+def test_a_mode_registered_by_a_plugin_works_from_the_cli_and_an_unknown_one_is_named(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    (tmp_path / "twin_plugin.py").write_text(PLUGIN)
+    with open(tmp_path / "pairs.jsonl", "w") as f:
+        f.writelines(json.dumps({"prompt": f"review {i} :", "chosen": "good film", "rejected": "bad film"}) + "\n" for i in range(24))
+    (tmp_path / "run.yaml").write_text(
+        "model:\n  class_path: lit_align.algorithms.DPO\n  init_args: {model: embedded:micro, reference: twin}\n"
+        f"data:\n  class_path: lit_align.data.pairwise.PairwiseDataModule\n  init_args: {{dataset: {tmp_path / 'pairs.jsonl'}, batch_size: 2, val_fraction: 0.2}}\n"
+        "trainer:\n  max_steps: 1\n  limit_val_batches: 0\n  enable_progress_bar: false\n  callbacks:\n"
+        f"    - class_path: twin_plugin.ReportReference\n      init_args: {{path: {tmp_path / 'seen.txt'}}}\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}", "LIT_ALIGN_DEBUG": ""}
+
+    def fit(*args):
+        return subprocess.run([sys.executable, "-m", "lit_align", "fit", "--config", str(tmp_path / "run.yaml"), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    ok = fit()
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert (tmp_path / "seen.txt").read_text() == "TwinReference True"  # DPO accepts a copy-like mode; it built its frozen copy
+    bad = fit("--model.init_args.reference=bogus")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
+    message = [line for line in bad.stderr.splitlines() if line.startswith("lit_align: error: ")]
+    assert len(message) == 1 and "unknown reference mode 'bogus'; registered modes: copy, none, precomputed, adapter, twin" in message[0], bad.stderr[-3000:]

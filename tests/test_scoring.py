@@ -1,4 +1,4 @@
-"""lit_align.scoring: one decoding convention (special tokens skipped, whitespace stripped) and
+"""lit_align.online.scoring: one decoding convention (special tokens skipped, whitespace stripped) and
 prompt-major [B, K] rewards, whoever samples (BOND, online DPO, evaluation, AI feedback)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import torch
 
 from lit_align.modeling import load_tokenizer
 from lit_align.rewards import RewardFunction
-from lit_align.scoring import decode_completion, decode_completions, score_completions
+from lit_align.online.scoring import decode_completion, decode_completions, score_completions
 
 
 class PaddedDecoder:

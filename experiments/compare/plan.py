@@ -49,8 +49,18 @@ class Method:
     extra: tuple[str, ...] = ()
     meaning: str = ""
 
+    # A method given on the command line (``--method``): its recipe file and algorithm class path.
+    recipe: str | None = None
+    class_path: str | None = None
+
+    def config_args(self, root: str = CONFIGS) -> list[str]:
+        """The ``--config`` (and ``--model``) arguments: the recipe of a ``--method``, else the shipped configs."""
+        if self.recipe is None:
+            return config_files(self.name, self.data, self.algorithm, root)
+        return ["--config", self.recipe] + ([f"--model.class_path={self.class_path}"] if self.class_path else [])
+
     def args(self, value: float | None, root: str = CONFIGS) -> list[str]:
-        fixed = config_files(self.name, self.data, self.algorithm, root)
+        fixed = self.config_args(root)
         strength = [f"--{self.parameter}={value:g}"] if self.parameter is not None else []
         return fixed + list(self.extra) + strength
 
@@ -69,6 +79,9 @@ PREFERRED_FT = (
     "--model.init_args.lr_schedule=linear",
 )
 
+# The RL recipes' prompts per step, raised to the 16 prompts of every other method's step.
+RL_BATCH = ("--data.init_args.batch_size=16",)
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
@@ -83,8 +96,37 @@ METHODS: dict[str, Method] = {
         Method("jbond", "jbond.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_weight", "gamma", (0.03, 0.1, 0.3), 0.1, meaning="KL weight gamma to the EMA anchor"),
         # Online DPO (OAIF): 2 samples per prompt from the current policy every step, labelled by the gold reward.
         Method("online_dpo", "online_dpo.yaml", "embedded_best_of_n.yaml", "model.init_args.beta", "beta", (0.03, 0.1, 0.3), 0.1, meaning="KL penalty beta (pairs sampled from the current policy)"),
+        # Policy-gradient RL from the gold reward (docs/rl.md): k samples per prompt from the current policy every step.
+        Method("rloo", "rloo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.05, 0.2), 0.05, RL_BATCH, "per-token KL penalty beta in the reward (k = 4)"),
+        Method("grpo", "grpo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.04, 0.16), 0.04, RL_BATCH, "weight beta of the k3 KL loss term (G = 4)"),
+        Method("ppo", "ppo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.05, 0.2), 0.05, RL_BATCH, "per-token KL penalty beta in the reward (k = 2, critic, 4 epochs)"),
     ]
 }
+
+
+def method_from_spec(spec: str) -> Method:
+    """A method given as ``NAME=CLASS_PATH:RECIPE[:PARAMETER=V1,V2,...]`` (``run.py --method``), e.g.
+    ``rloo=my_pkg.RLOO:my_rloo.yaml:model.init_args.beta=0.01,0.05``: the recipe (any ``fit`` config
+    with its data) with the algorithm class path, swept over the strength values (the middle one
+    with --quick). No edit of this file needed."""
+    name, sep, rest = spec.partition("=")
+    class_path, _, rest = rest.partition(":")
+    recipe, _, sweep = rest.partition(":")
+    if not (sep and name and class_path and recipe) or name in METHODS or "/" in name:
+        raise ValueError(
+            f"--method {spec!r}: expected NAME=CLASS_PATH:RECIPE[:PARAMETER=V1,V2,...] with a NAME that is not a built-in method "
+            f"({', '.join(METHODS)}) and has no '/', e.g. rloo=my_pkg.RLOO:configs/rloo.yaml:model.init_args.beta=0.01,0.05"
+        )
+    parameter, values = None, ()
+    if sweep:
+        parameter, _, listed = sweep.partition("=")
+        try:
+            values = tuple(float(v) for v in listed.split(","))
+        except ValueError:
+            raise ValueError(f"--method {spec!r}: the strength values {listed!r} must be numbers separated by commas") from None
+    symbol = parameter.rsplit(".", 1)[-1] if parameter else ""
+    quick = values[len(values) // 2] if values else None
+    return Method(name, os.path.basename(recipe), "", parameter, symbol, values, quick, meaning=f"{class_path} from {recipe}", recipe=os.path.abspath(recipe), class_path=class_path)
 
 
 @dataclass(frozen=True)
@@ -105,6 +147,12 @@ class Budget:
     bon_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     methods: tuple[str, ...] = tuple(METHODS)
     configs: str = CONFIGS
+    # Methods given on the command line (``--method``), by name in ``methods`` like the built-in ones.
+    custom: tuple[Method, ...] = ()
+
+    def method(self, name: str) -> Method:
+        """The built-in or ``--method`` method called ``name``."""
+        return next((m for m in self.custom if m.name == name), None) or METHODS[name]
 
 
 QUICK = Budget(steps=6, eval_every=3, eval_prompts=8, samples_per_prompt=2, num_examples=128, num_val_examples=32, val_batches=1, sft_examples=256, sft_epochs=1, seeds=(0,), bon_ns=(1, 2, 4))
@@ -131,7 +179,7 @@ def plan(budget: Budget, quick: bool) -> list[Run]:
     runs = []
     for seed in budget.seeds:
         for name in budget.methods:
-            method = METHODS[name]
+            method = budget.method(name)
             values = [None] if method.parameter is None else ([method.quick] if quick else list(method.values))
             runs += [Run(method, value, seed) for value in values]
     return runs

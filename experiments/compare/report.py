@@ -39,7 +39,7 @@ def best_of_n_curve(model_path: str, prompts: list[str], ns: list[int], max_new_
     Draws max(ns) samples per prompt once and uses the unbiased all-subsets estimator for every N.
     """
     from lit_align.data.tokenize import PromptCompletionEncoder
-    from lit_align.generation import sample_completions
+    from lit_align.online.generation import sample_completions
     from lit_align.losses.bond import analytic_bon_kl, empirical_bon_kl, expected_best_of_n
     from lit_align.modeling import load_causal_lm, load_tokenizer
     from lit_align.rewards import LexiconSentimentReward

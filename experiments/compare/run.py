@@ -1,6 +1,6 @@
 """Compare every algorithm in one command: TensorBoard runs and the reward–KL frontier.
 
-    python experiments/compare/run.py [--quick] [--methods dpo ipo ...] [--seeds 0 1] [--steps 120] [--out outputs/compare] [--force]
+    python experiments/compare/run.py [--quick] [--methods dpo ipo ...] [--method NAME=CLASS_PATH:RECIPE[:PARAMETER=V1,V2]] [--seeds 0 1] [--steps 120] [--out outputs/compare] [--force]
 
 1. trains one SFT model on the embedded demonstrations (the shipped SFT recipe) -> <out>/sft;
 2. samples the preference data from it once per seed (cached, so no run's wall time pays for it);
@@ -34,7 +34,7 @@ sys.path.insert(0, REPO)  # run as a script from anywhere, without installing th
 
 import yaml  # noqa: E402
 
-from experiments.compare.plan import METHODS, QUICK, Budget, Method, Run, config_files, plan, run_args, sft_args  # noqa: E402
+from experiments.compare.plan import METHODS, QUICK, Budget, Method, Run, config_files, method_from_spec, plan, run_args, sft_args  # noqa: E402
 from experiments.compare.report import best_of_n_curve, load_json, mean_curve, plot_frontier, rows_from_results_md, run_result, save_json, write_results  # noqa: E402
 
 
@@ -43,6 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny budget for a smoke test (one seed, one strength value, a few steps)")
     parser.add_argument("--out", default=None, help="output folder (default outputs/compare, or outputs/compare_quick with --quick)")
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="subset of methods (default: all)")
+    parser.add_argument("--method", action="append", default=[], metavar="NAME=CLASS_PATH:RECIPE[:PARAMETER=V1,V2,...]",
+                        help="add a method without editing plan.py: an algorithm class path, a recipe YAML (with its data) and optionally the strength parameter and its sweep (repeatable)")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default 0 1; --quick: 0)")
     parser.add_argument("--steps", type=int, help="optimiser steps per run (default 120)")
     parser.add_argument("--eval-every", type=int, help="steps between evaluations (default 30)")
@@ -58,19 +60,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def budget_from(args: argparse.Namespace) -> Budget:
     budget = QUICK if args.quick else Budget()
-    changes = {"methods": tuple(args.methods) if args.methods else None, "seeds": tuple(args.seeds) if args.seeds else None, "steps": args.steps, "eval_every": args.eval_every,
+    try:
+        custom = tuple(method_from_spec(spec) for spec in args.method)
+    except ValueError as error:
+        raise SystemExit(f"lit_align compare: {error}") from None
+    # --method alone runs just those; with --methods, both.
+    names = tuple(args.methods or ()) + tuple(m.name for m in custom) if (args.methods or custom) else None
+    changes = {"custom": custom, "methods": names, "seeds": tuple(args.seeds) if args.seeds else None, "steps": args.steps, "eval_every": args.eval_every,
                "configs": os.path.abspath(args.configs) if args.configs else None}
     return Budget(**{**budget.__dict__, **{k: v for k, v in changes.items() if v is not None}})
 
 
 def unavailable(method: Method, root: str) -> str | None:
     """Why ``method`` cannot run here (its config or class is missing), or None."""
-    paths = config_files(method.name, method.data, method.algorithm, root)[1::2]
+    paths = [a for a in method.config_args(root) if not a.startswith("--")]
     for path in paths:
         if not os.path.exists(path):
             return f"{path} does not exist"
     with open(paths[-1]) as f:
-        class_path = (yaml.safe_load(f).get("model") or {}).get("class_path")
+        class_path = method.class_path or ((yaml.safe_load(f) or {}).get("model") or {}).get("class_path")
     if class_path is None:
         return f"{paths[-1]} names no model class_path"
     module, _, name = class_path.rpartition(".")
@@ -97,7 +105,7 @@ def prepare_data(sft: str, budget: Budget) -> None:
     """Sample the embedded preference pairs of every seed now, so no timed run pays for it."""
     from lit_align.data.embedded import embedded_rows
 
-    if all(METHODS[name].data == "embedded_best_of_n.yaml" for name in budget.methods):
+    if all(budget.method(name).data == "embedded_best_of_n.yaml" or budget.method(name).recipe for name in budget.methods):
         return  # BOND, J-BOND and online DPO sample their own completions: no pairs to prepare
     for seed in budget.seeds:
         embedded_rows("embedded:pairs", "train", budget.num_examples, seed, model=sft)
@@ -229,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or os.path.join("outputs", "compare_quick" if args.quick else "compare")
     tb = os.path.join(out, "tb")
     os.makedirs(out, exist_ok=True)
-    skipped = {name: reason for name in budget.methods if (reason := unavailable(METHODS[name], budget.configs))}
+    skipped = {name: reason for name in budget.methods if (reason := unavailable(budget.method(name), budget.configs))}
     for name, reason in skipped.items():
         print(f"lit_align compare: SKIPPING {name}: {reason}")
     budget = Budget(**{**budget.__dict__, "methods": tuple(m for m in budget.methods if m not in skipped)})
@@ -247,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     # One Best-of-N curve per seed, on that seed's held-out prompts: SampledEvaluation draws its
     # prompts with the DataModule's seed, so each run is scored on its own seed's prompts.
     kept = rows_from_results_md(args.keep_rows_from, set(budget.methods)) if args.keep_rows_from else []
-    trained, order = results, list(METHODS)
+    trained, order = results, list(METHODS) + [m.name for m in budget.custom]
     results = sorted(results + kept, key=lambda r: (r["seed"], order.index(r["method"]), r["value"] or 0.0))
     seeds = sorted({r["seed"] for r in results} | set(budget.seeds))
     curves = best_of_n_curves(sft, seeds, budget, os.path.join(out, "best_of_n.json"), args.force)

@@ -14,7 +14,7 @@ import os
 
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.tokenize import PromptCompletionEncoder
-from lit_align.generation import sample_completions
+from lit_align.online.generation import sample_completions
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.rewards import LexiconSentimentReward
 

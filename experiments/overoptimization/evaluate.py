@@ -22,7 +22,8 @@ from scipy.stats import spearmanr
 from lit_align.callbacks.sampled_eval import sequence_logps_of
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.tokenize import PromptCompletionEncoder
-from lit_align.generation import sample_completions
+from lit_align.losses.kl import kl_k1
+from lit_align.online.generation import sample_completions
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.rewards import HFClassifierReward, LexiconSentimentReward
 
@@ -76,7 +77,7 @@ class Evaluator:
         try:
             prompts, prompt_ids, completions, texts = self.sample(policy, self.samples_per_prompt)
             pad = self.tokenizer.pad_token_id
-            log_ratio = sequence_logps_of(policy, prompt_ids, completions, pad) - sequence_logps_of(self.reference, prompt_ids, completions, pad)
+            log_ratio = kl_k1(sequence_logps_of(policy, prompt_ids, completions, pad), sequence_logps_of(self.reference, prompt_ids, completions, pad))
         finally:
             policy.train(was_training)
         scores = self.scores(prompts, texts)

@@ -1,7 +1,8 @@
 """What the study runs: the budget, the proxies, and every optimisation run's ``fit`` arguments.
 
 Every run is ``python -m lit_align fit`` with a shipped recipe (configs/bond.yaml, online_dpo.yaml,
-dpo.yaml) from the SFT start, with the proxy as its reward (BOND, online DPO) or the proxy-labelled
+rloo.yaml, grpo.yaml, ppo.yaml, dpo.yaml) from the SFT start, with the proxy as its reward (BOND,
+online DPO, RLOO, GRPO, PPO) or the proxy-labelled
 pairs as its data (offline DPO), and ``StudyEvaluation`` as its only callback.
 """
 
@@ -46,6 +47,10 @@ METHODS = (
     Method("bond", "bond.yaml", "data.init_args.num_samples", "N", (8,)),
     Method("online_dpo", "online_dpo.yaml", "model.init_args.beta", "beta", (0.03,)),
     Method("offline_dpo", "dpo.yaml", "model.init_args.beta", "beta", (0.03,)),
+    # Policy-gradient RL against the proxy (docs/rl.md), at the weakest KL penalty of the comparison's sweep.
+    Method("rloo", "rloo.yaml", "model.init_args.kl_coef", "beta", (0.01,)),
+    Method("grpo", "grpo.yaml", "model.init_args.kl_coef", "beta", (0.01,)),
+    Method("ppo", "ppo.yaml", "model.init_args.kl_coef", "beta", (0.01,)),
 )
 
 

@@ -11,7 +11,7 @@ from experiments.overoptimization.evaluate import spearman
 from experiments.overoptimization.fits import Fit, analytic_bon_kl, best_of_n_by_proxy, fit
 from experiments.overoptimization.plan import Budget
 
-MARKERS = {"bon": "o", "bond": "s", "online_dpo": "^", "offline_dpo": "v"}
+MARKERS = {"bon": "o", "bond": "s", "online_dpo": "^", "offline_dpo": "v", "rloo": "D", "grpo": "P", "ppo": "*"}
 
 
 def bon_curve(pool: dict, proxy: str, ns: tuple[int, ...], selector: str | None = None) -> list[dict]:

@@ -16,7 +16,7 @@ checkpoints) and export with ``save_pretrained``. The contract of a subclass (RE
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 from lightning import LightningModule
@@ -29,7 +29,8 @@ from lit_align.errors import ConfigError, check_range
 from lit_align.head import HeadMode
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.optim import use_fused_adam, warmup_then_decay
-from lit_align.policy import REFERENCE_MODES, LoraSettings, PolicyWithReference, ReferenceMode, ReferenceSetup
+from lit_align.policy import LoraSettings, PolicyWithReference, ReferenceMode, ReferenceSetup
+from lit_align.reference_modes import check_mode, mode_accepted
 from lit_align.utils.dtypes import check_dtype
 
 POLICY_PREFIX = "policy."  # where PolicyWithReference sits in this module's state dict
@@ -42,8 +43,9 @@ class AlignmentModule(LightningModule):
         model: Policy to train: ``embedded:tiny``, a local ``save_pretrained`` folder, or a hub name.
         reference: ``copy`` (frozen copy of the initial policy), ``none``, ``precomputed`` (reference
             log-probs computed once before training and cached on disk; no reference model held) or
-            ``adapter`` (LoRA on the policy; the reference is the same weights, adapters off); default per
-            algorithm (``default_reference``), and only the algorithm's ``supported_references`` are accepted.
+            ``adapter`` (LoRA on the policy; the reference is the same weights, adapters off), or a mode a
+            plug-in registered in ``lit_align.reference_modes.REFERENCES``; default per algorithm
+            (``default_reference``), and only the algorithm's ``supported_references`` are accepted.
         lora: LoRA rank/alpha/dropout/targets for ``reference: adapter``.
         reference_batch_size: Batch size of the one-off pass of ``reference: precomputed``.
         optimizer: Optimiser class and its arguments, e.g. ``{class_path: torch.optim.AdamW, init_args: {lr: 5e-6}}``.
@@ -63,8 +65,9 @@ class AlignmentModule(LightningModule):
     """
 
     default_reference: ClassVar[ReferenceMode] = "copy"
-    # Reference modes this algorithm can run with; another is refused before the model loads.
-    supported_references: ClassVar[tuple[str, ...]] = REFERENCE_MODES
+    # Reference modes this algorithm can run with (None: every registered one); another is refused
+    # before the model loads. A plug-in mode subclassing a listed one is accepted too.
+    supported_references: ClassVar[tuple[str, ...] | None] = None
     # Why the others are refused, appended to the error (e.g. "ORPO is reference-free").
     unsupported_reference_reason: ClassVar[str] = ""
 
@@ -108,8 +111,10 @@ class AlignmentModule(LightningModule):
 
     @classmethod
     def check_reference(cls, mode: str) -> None:
-        """ConfigError unless ``mode`` is one of ``supported_references``."""
-        if mode in cls.supported_references:
+        """ConfigError unless ``mode`` is registered (``REFERENCES``) and one of ``supported_references``
+        (or a registered subclass of one)."""
+        check_mode(mode)
+        if mode_accepted(mode, cls.supported_references):
             return
         reason = f": {cls.unsupported_reference_reason}" if cls.unsupported_reference_reason else ""
         raise ConfigError(
@@ -234,8 +239,13 @@ class AlignmentModule(LightningModule):
         if metrics:
             self.log_dict({f"val/{k}": v for k, v in metrics.items()})
 
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """What the optimiser trains: the policy's trainable weights; a subclass with more (PPO's
+        critic) extends it."""
+        return (p for p in self.policy.policy.parameters() if p.requires_grad)
+
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.policy.policy.parameters() if p.requires_grad]
+        params = list(self.trainable_parameters())
         optimizer = use_fused_adam(self.optimizer(params))
         if self.lr_scheduler is not None:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": "step"}}

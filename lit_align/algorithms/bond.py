@@ -1,7 +1,8 @@
 """BOND and J-BOND (Sessa et al. 2024, arXiv 2407.14622): distil the Best-of-N distribution of a
 reference (or moving anchor) policy into the policy, so one sample does what N samples + a reward did.
 
-Both run on ``BestOfNDataModule``; sampling, scoring and the anchor live in ``bond_base``.
+Both run on ``BestOfNDataModule`` (or online on ``lit_align.online.PromptDataModule``); sampling
+(``lit_align.online``), the joint forward and the anchor live in ``bond_base``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from lit_align.algorithms.bond_base import BestOfNDistillation
-from lit_align.data.batches import BestOfNBatch
+from lit_align.data.batches import PromptBatch
 from lit_align.errors import ConfigError, check_range
 from lit_align.losses.bond import bon_log_ratio, bond_loss, jbond_loss, jbond_reward, quantile_estimate
 
@@ -62,10 +63,11 @@ class BOND(BestOfNDistillation):
         p_lt = quantile_estimate(rewards, reference_rewards, strict=True, prior=self.quantile_prior)
         return bon_log_ratio(p_le, n, p_lt)
 
-    def compute_loss(self, batch: BestOfNBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        batch, samples, rewards = self.draw(batch, stage)
+    def compute_loss(self, batch: PromptBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        batch, rollout = self.draw(batch, stage)
+        rewards = rollout.rewards_by_prompt()
         reference_rewards = batch.rewards if self.quantile_samples is None else self.anchor_rewards(batch, self.quantile_samples, stage)
-        policy_best, policy_samples, anchor_samples = self.sequence_logps(batch, samples)
+        policy_best, policy_samples, anchor_samples = self.sequence_logps(batch, rollout)
         out = bond_loss(policy_best, policy_samples, anchor_samples, self.log_bon_ratios(rewards, reference_rewards, batch.num_samples), self.beta)
         logs = {"forward_loss": out.forward_losses.mean(), "backward_loss": out.backward_losses.mean(), **self.sample_logs(batch, policy_samples, anchor_samples, rewards, reference_rewards)}
         return out.losses.mean(), logs
@@ -121,9 +123,10 @@ class JBOND(BestOfNDistillation):
                 "or use BOND, whose quantile estimate works for any N"
             )
 
-    def compute_loss(self, batch: BestOfNBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        batch, samples, rewards = self.draw(batch, stage)
-        policy_best, policy_samples, anchor_samples = self.sequence_logps(batch, samples)
+    def compute_loss(self, batch: PromptBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        batch, rollout = self.draw(batch, stage)
+        rewards = rollout.rewards_by_prompt()
+        policy_best, policy_samples, anchor_samples = self.sequence_logps(batch, rollout)
         crude = jbond_reward(rewards, batch.rewards, self.worst_penalty)
         out = jbond_loss(policy_best, policy_samples, anchor_samples, crude, self.beta, self.kl_weight, self.backward_kl)
         logs = {

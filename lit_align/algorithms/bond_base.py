@@ -8,14 +8,16 @@ from typing import Any, ClassVar
 import torch
 
 from lit_align.algorithms.base import AlignmentModule
-from lit_align.algorithms.online_sampling import OnlineSampling
-from lit_align.data.batches import BestOfNBatch
+from lit_align.data.batches import BestOfNBatch, PromptBatch
 from lit_align.data.collate import sequences_with_mask
 from lit_align.errors import ConfigError, check_range
 from lit_align.losses.bond import quantile_estimate
-from lit_align.rewards import LexiconSentimentReward, RewardFunction
+from lit_align.losses.kl import kl_k1
+from lit_align.online.rollout import Rollout
+from lit_align.online.sampling import OnlineSampling
 
-# Seed streams of one step: every draw of a step gets its own seed, so no two draws share a stream.
+# Seed streams of one step (``OnlineSampling.draw_seed``; 4 per step and stage in the default layout):
+# every draw of a step gets its own seed, so no two draws share a stream.
 ANCHOR_STREAM, POLICY_STREAM, QUANTILE_STREAM = 0, 1, 2
 
 
@@ -31,23 +33,21 @@ class BestOfNDistillation(OnlineSampling, AlignmentModule):
     no longer the initial model, so unlike other algorithms it is kept in checkpoints.
 
     Args:
-        reward: Reward r(prompt, completion) that defines Best-of-N (``class_path``); default: the
-            embedded task's lexicon. Offline data must have been scored with the same reward.
         num_policy_samples: k >= 1 policy samples per prompt for the backward (policy-gradient)
             part; k >= 2 gives each sample a leave-one-out baseline from its own prompt.
         beta: Weight in [0, 1] of the backward KL(pi || pi_BoN) against the forward KL(pi_BoN || pi).
-        **kwargs: See ``AlignmentModule`` (``reference`` must stay ``copy``: it is the anchor).
+        **kwargs: ``reward`` defines Best-of-N (``OnlineSampling``; offline data must have been scored
+            with the same reward); see ``AlignmentModule`` (``reference`` must stay ``copy``: it is the anchor).
     """
 
     supported_references: ClassVar[tuple[str, ...]] = ("copy",)
     # It samples from the anchor and (iterative BOND, J-BOND) moves it: that needs a model of its own.
     unsupported_reference_reason: ClassVar[str] = "it samples from its reference (the anchor) and may move it, so the anchor must be a separate model"
 
-    def __init__(self, reward: RewardFunction | None = None, num_policy_samples: int = 2, beta: float = 0.5, **kwargs: Any) -> None:
+    def __init__(self, num_policy_samples: int = 2, beta: float = 0.5, **kwargs: Any) -> None:
         check_range(self, "beta", beta, 0.0, 1.0)
         check_range(self, "num_policy_samples", num_policy_samples, 1, integer=True)
         super().__init__(**kwargs)
-        self.reward = reward or LexiconSentimentReward()
         self.num_policy_samples = int(num_policy_samples)
         self.beta = beta
 
@@ -61,37 +61,32 @@ class BestOfNDistillation(OnlineSampling, AlignmentModule):
         # does for a frozen reference) would silently restart iterative BOND / J-BOND from round 0.
         return self.anchor_moves
 
-    def _seed(self, stage: str, stream: int) -> int:
-        # Training draws depend on the optimiser step, validation draws on the batch only, so every
-        # validation sees the same anchor samples and its numbers are comparable across epochs.
-        # 4 streams per (step, stage): anchor, policy, quantile reference samples, spare.
-        step = self.global_step if stage == "train" else self.batch_index
-        return (self.settings.seed * 1_000_003 + 8 * step + 4 * (stage != "train") + stream + 7919 * self.global_rank) % 2**31
+    def draw(self, batch: PromptBatch, stage: str) -> tuple[BestOfNBatch, Rollout]:
+        """The batch with its anchor completions (online: N = the data's ``num_samples`` fresh anchor
+        samples) and the rollout of k policy samples per prompt, scored.
 
-    def draw(self, batch: BestOfNBatch, stage: str) -> tuple[BestOfNBatch, list[list[list[int]]], torch.Tensor]:
-        """Anchor completions (online mode: N = the data's ``num_samples``), k policy samples per prompt
-        and the policy samples' rewards."""
+        Training draws depend on the optimiser step, validation draws on the batch only, so every
+        validation sees the same anchor samples and its numbers are comparable across epochs."""
         if not batch.has_completions:
             with self.policy.reference_model() as anchor:
-                samples, rewards = self.sample_and_score(anchor, batch, self.settings.num_samples, self._seed(stage, ANCHOR_STREAM))
-            batch = BestOfNBatch(batch.prompt_ids, batch.prompt_texts, samples, rewards)
+                anchor_rollout = self.rollout(anchor, batch, self.settings.num_samples, self.draw_seed(stage, ANCHOR_STREAM))
+            batch = BestOfNBatch(batch.prompt_ids, batch.prompt_texts, anchor_rollout.completions_by_prompt(), anchor_rollout.rewards_by_prompt())
         elif self.anchor_moves:
             raise ConfigError(f"{type(self).__name__} moves its anchor, but offline completions are samples of the initial reference; use BestOfNDataModule(mode='online')")
-        samples, rewards = self.sample_and_score(self.policy.policy, batch, self.num_policy_samples, self._seed(stage, POLICY_STREAM))
-        return batch, samples, rewards
+        return batch, self.rollout(self.policy.policy, batch, self.num_policy_samples, self.draw_seed(stage, POLICY_STREAM))
 
-    def anchor_rewards(self, batch: BestOfNBatch, num_samples: int, stage: str) -> torch.Tensor:
+    def anchor_rewards(self, batch: PromptBatch, num_samples: int, stage: str) -> torch.Tensor:
         """Rewards [B, m] of m fresh anchor samples on the batch's prompts (own seed stream), e.g. the
         Monte-Carlo reference samples of the quantile estimate."""
         with self.policy.reference_model() as anchor:
-            return self.sample_and_score(anchor, batch, num_samples, self._seed(stage, QUANTILE_STREAM))[1]
+            return self.rollout(anchor, batch, num_samples, self.draw_seed(stage, QUANTILE_STREAM)).rewards_by_prompt()
 
-    def sequence_logps(self, batch: BestOfNBatch, samples: list[list[list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sequence_logps(self, batch: BestOfNBatch, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log pi(y_best) [B], log pi(y) [B, k] and log pi_anchor(y) [B, k] from ONE policy forward
-        over the best anchor samples and the policy samples together."""
-        b, k = len(batch), self.num_policy_samples
-        prompts = batch.prompt_ids + [p for p in batch.prompt_ids for _ in range(k)]
-        completions = batch.best_completions() + [c for per_prompt in samples for c in per_prompt]
+        over the best anchor samples and the rollout's policy samples together."""
+        b, k = len(batch), rollout.num_samples
+        prompts = batch.prompt_ids + rollout.prompt_ids
+        completions = batch.best_completions() + rollout.completion_ids
         input_ids, attention_mask, loss_mask = (t.to(self.device) for t in sequences_with_mask(prompts, completions, self.tokenizer.pad_token_id))
         policy = self.policy.policy_logps(input_ids, attention_mask, loss_mask).sum
         # The anchor needs only the policy samples (the backward part's log-ratio).
@@ -106,7 +101,7 @@ class BestOfNDistillation(OnlineSampling, AlignmentModule):
             "bon_reward": batch.rewards.amax(dim=-1).mean(),
             # Plain MC quantile (no prior): the share of anchor samples the policy sample matches or beats.
             "quantile": quantile_estimate(rewards, reference_rewards).mean(),
-            "kl": (policy_logps - anchor_logps).detach().mean(),
+            "kl": kl_k1(policy_logps, anchor_logps).detach().mean(),
         }
 
     # ----- the anchor ----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ rounds; ``sample_interval`` K > 1 samples from a snapshot of the policy refreshe
 ``OnlinePairs`` is the sampling part alone, a mixin in front of any ``PairwiseAlignmentModule``:
 ``OnlineDPO(OnlinePairs, DPO)`` uses DPO's ``pair_loss`` (beta, cDPO label smoothing, RPO's NLL
 term) unchanged; ``class OnlineIPO(OnlinePairs, IPO): pass`` would be online IPO.
-Prompts come from ``BestOfNDataModule`` in online mode; the sampling itself is ``OnlineSampling``'s.
+Prompts come from ``lit_align.online.PromptDataModule`` (or ``BestOfNDataModule`` in online mode);
+the sampling, scoring and seeding are the on-policy contract's (``lit_align.online``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from lit_align.algorithms.dpo import DPO
-from lit_align.algorithms.online_sampling import OnlineSampling
-from lit_align.data.batches import BestOfNBatch, PairwiseBatch
+from lit_align.data.batches import PairwiseBatch, PromptBatch
 from lit_align.data.collate import sequences_with_mask
 from lit_align.errors import ConfigError, check_range
-from lit_align.rewards import LexiconSentimentReward, RewardFunction
 from lit_align.rewards.sanity import NoPairWatch
+from lit_align.online.sampling import OnlineSampling
+from lit_align.online.seeding import SeedLayout
+
+# The seeds online DPO was recorded with (its golden trajectory): per step 7919 seeds, 2 per batch
+# index (gradient accumulation draws differently per micro-batch), validation by batch only.
+ONLINE_PAIRS_SEEDS = SeedLayout(step_stride=7_919, batch_stride=2, validation_offset=1, rank_stride=104_729, validation_by_batch=False)
 
 
 class LabelledPairs(NamedTuple):
@@ -63,35 +68,29 @@ class OnlinePairs(OnlineSampling):
     ``label_pairs`` and run the algorithm's own pairwise loss on them.
 
     Args:
-        reward: Reward r(prompt, completion) that labels the pairs (``class_path``): the embedded
-            task's lexicon by default, or a learned one, e.g. ``lit_align.rewards.HFClassifierReward``
-            on an exported ``RewardModel``.
         num_samples: Samples per prompt (2 as in OAIF); pairs are best against worst.
         sample_interval: K: sample from a snapshot of the policy refreshed every K optimiser steps
             (1: always the current policy, fully online; K > 1 holds one more copy of the policy).
-        **kwargs: See the pairwise algorithm (e.g. ``DPO``: ``beta``, ``label_smoothing``) and
-            ``AlignmentModule``; ``reference`` may not be ``precomputed`` (the pairs are new every step).
+        **kwargs: ``reward`` labels the pairs (``OnlineSampling``); see the pairwise algorithm (e.g.
+            ``DPO``: ``beta``, ``label_smoothing``) and ``AlignmentModule``; ``reference`` may not be
+            ``precomputed`` (the pairs are new every step).
     """
 
     supported_references: ClassVar[tuple[str, ...]] = ("copy", "adapter")
     unsupported_reference_reason: ClassVar[str] = "the pairs are sampled anew every step, so their reference log-probs cannot be precomputed"
 
-    def __init__(self, reward: RewardFunction | None = None, num_samples: int = 2, sample_interval: int = 1, **kwargs: Any) -> None:
+    seed_layout = ONLINE_PAIRS_SEEDS
+
+    def __init__(self, num_samples: int = 2, sample_interval: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_range(self, "num_samples", num_samples, 2, None, integer=True)
         check_range(self, "sample_interval", sample_interval, 1, None, integer=True)
-        self.reward = reward or LexiconSentimentReward()
         self.num_samples = int(num_samples)
         self.sample_interval = int(sample_interval)
         # Kept out of the module tree (plain attribute): not trained, not checkpointed; rebuilt on resume.
         object.__setattr__(self, "_snapshot", None)
         self._snapshot_step = -1
         self.no_pair_watch = NoPairWatch(type(self).__name__)
-
-    def _seed(self, stage: str) -> int:
-        # Validation draws depend on the batch only, so every validation samples alike for a given policy.
-        step = self.global_step if stage == "train" else 0
-        return (self.settings.seed * 1_000_003 + 7_919 * step + 2 * self.batch_index + (stage != "train") + 104_729 * self.global_rank) % 2**31
 
     def sampling_policy(self, stage: str):
         """The model the pairs are drawn from: the policy, or (training, K > 1) its latest snapshot."""
@@ -105,30 +104,31 @@ class OnlinePairs(OnlineSampling):
             self._snapshot_step = self.global_step
         return self._snapshot
 
-    def sample_pairs(self, batch: BestOfNBatch, stage: str) -> tuple[PairwiseBatch | None, dict[str, torch.Tensor]]:
+    def sample_pairs(self, batch: PromptBatch, stage: str) -> tuple[PairwiseBatch | None, dict[str, torch.Tensor]]:
         """Sample, score and label; None when every prompt of the batch tied."""
         if batch.has_completions:
             raise ConfigError(
                 f"{type(self).__name__} samples its own completions from the current policy, but the data brings offline ones "
-                "(completions/rewards columns); use BestOfNDataModule with mode: online (prompts only)"
+                "(completions/rewards columns); use PromptDataModule, or BestOfNDataModule with mode: online (prompts only)"
             )
-        samples, rewards = self.sample_and_score(self.sampling_policy(stage), batch, self.num_samples, self._seed(stage))
+        rollout = self.rollout(self.sampling_policy(stage), batch, self.num_samples, self.draw_seed(stage))
+        rewards = rollout.rewards_by_prompt()
         pairs = label_pairs(rewards)
         if stage == "train":
             self.no_pair_watch.update(pairs.num_pairs, len(batch))
         logs = {"online/reward": rewards.mean(), "online/ties": torch.tensor(float(len(batch) - pairs.num_pairs)), "online/pairs": torch.tensor(float(pairs.num_pairs))}
         if pairs.num_pairs == 0:
             return None, logs
-        index = pairs.prompts.tolist()
+        index, k = pairs.prompts.tolist(), self.num_samples
         prompts = [batch.prompt_ids[i] for i in index]
-        completions = [samples[i][c] for i, c in zip(index, pairs.chosen.tolist())]
-        completions += [samples[i][r] for i, r in zip(index, pairs.rejected.tolist())]
+        completions = [rollout.completion_ids[i * k + c] for i, c in zip(index, pairs.chosen.tolist())]
+        completions += [rollout.completion_ids[i * k + r] for i, r in zip(index, pairs.rejected.tolist())]
         tensors = sequences_with_mask(prompts * 2, completions, self.tokenizer.pad_token_id)
         logs["online/reward_chosen"] = rewards[pairs.prompts, pairs.chosen].mean()
         logs["online/reward_rejected"] = rewards[pairs.prompts, pairs.rejected].mean()
         return PairwiseBatch(*(t.to(self.device) for t in tensors)), logs
 
-    def compute_loss(self, batch: BestOfNBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def compute_loss(self, batch: PromptBatch, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         pairs, logs = self.sample_pairs(batch, stage)
         if pairs is None:
             # Nothing to learn from this batch: a zero loss with no gradient (the optimiser skips the step's update).

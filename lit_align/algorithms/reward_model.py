@@ -24,7 +24,7 @@ from lit_align.metrics.reward_model import GoldRankCorrelation, RewardModelMetri
 from lit_align.modeling import load_tokenizer
 from lit_align.reward_head import build_sequence_classifier, export_reward_model, sequence_rewards
 from lit_align.rewards.base import RewardFunction
-from lit_align.scoring import decode_completion
+from lit_align.online.scoring import decode_completion
 
 POLICY_PREFIX = "policy.policy."
 

@@ -32,10 +32,10 @@ from lightning import LightningModule, Trainer
 from transformers import PreTrainedModel
 
 from lit_align.callbacks.sampled_eval import SampledEvaluation, reference_scope
-from lit_align.generation import sample_completions
+from lit_align.online.generation import sample_completions
 from lit_align.losses.bond import analytic_bon_kl, empirical_bon_kl, expected_best_of_n, quantile_estimate
+from lit_align.online.scoring import score_completions
 from lit_align.rewards import RewardFunction
-from lit_align.scoring import score_completions
 
 
 class BestOfNEvaluation(SampledEvaluation):

@@ -32,11 +32,12 @@ from lit_align.data.collate import sequences_with_mask
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.sources import load_rows
 from lit_align.errors import check_range
-from lit_align.generation import sample_completions
+from lit_align.online.generation import sample_completions
 from lit_align.head import completion_logps
+from lit_align.losses.kl import kl_k1
 from lit_align.modeling import is_embedded, load_causal_lm
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
-from lit_align.scoring import score_completions
+from lit_align.online.scoring import score_completions
 
 
 @torch.no_grad()
@@ -203,7 +204,7 @@ class SampledEvaluation(Callback):
             # A model, or a context that yields one (the adapter-off policy): entered only after the
             # policy's own log-probs are taken.
             with reference_scope(reference) as reference_model:
-                kl = policy_logps - sequence_logps_of(reference_model, prompts, completions, pad)
+                kl = kl_k1(policy_logps, sequence_logps_of(reference_model, prompts, completions, pad))
             result["eval/kl"] = kl.mean().item()
         policy.train(was_training)
         return result

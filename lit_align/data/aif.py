@@ -29,10 +29,10 @@ from lit_align.data.feedback import select_pair
 from lit_align.data.sources import load_rows, select_columns
 from lit_align.data.tokenize import ChatTemplateMode, DataError, Messages, PromptCompletionEncoder, check_chat_template, is_messages
 from lit_align.errors import ConfigError, check_range
-from lit_align.generation import sample_completions
+from lit_align.online.generation import sample_completions
 from lit_align.modeling import is_embedded, load_causal_lm, load_tokenizer
 from lit_align.rewards import LexiconSentimentReward, RewardFunction
-from lit_align.scoring import decode_completion
+from lit_align.online.scoring import decode_completion
 from lit_align.utils.dtypes import check_dtype
 
 Prompt = str | Messages

@@ -71,22 +71,33 @@ class UnpairedBatch(SequenceBatch):
 
 
 @dataclass
-class BestOfNBatch:
+class PromptBatch:
+    """B prompts (token ids and rendered text): what an online method samples from
+    (``lit_align.online.PromptDataModule``). Ids stay ragged lists: ``generate`` left-pads them itself."""
+
+    prompt_ids: list[list[int]]
+    prompt_texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def has_completions(self) -> bool:
+        return False
+
+
+@dataclass
+class BestOfNBatch(PromptBatch):
     """B prompts, each with N reference (anchor) completions and their rewards: BOND's input.
 
     Token ids stay ragged lists: every consumer — ``generate`` for the policy samples and
     ``sequences_with_mask`` for the forward passes — takes ragged lists, so padding them into
     tensors here would only be undone. In online mode ``completion_ids``/``rewards`` are None until
-    the algorithm samples them from its anchor (``lit_align.algorithms.online_sampling.OnlineSampling``).
+    the algorithm samples them from its anchor (``lit_align.online.sampling.OnlineSampling``).
     """
 
-    prompt_ids: list[list[int]]
-    prompt_texts: list[str]
     completion_ids: list[list[list[int]]] | None = None
     rewards: torch.Tensor | None = None  # [B, N], float32
-
-    def __len__(self) -> int:
-        return len(self.prompt_ids)
 
     @property
     def has_completions(self) -> bool:

@@ -4,8 +4,9 @@
   prompt and their rewards (e.g. written once by ``build_best_of_n_rows``);
 * **online** — rows ``prompt`` only (default ``embedded:prompts``); every step the algorithm draws
   N samples from its reference/anchor (KV-cache ``generate``) and scores them with its reward
-  (``lit_align.algorithms.online_sampling``), with the settings this DataModule declares
-  (``sampling_settings``). Iterative BOND and J-BOND need this, since their anchor moves.
+  (``lit_align.online.sampling``), with the settings this DataModule declares
+  (``sampling_settings``). Iterative BOND and J-BOND need this, since their anchor moves. This
+  mode is ``lit_align.online.PromptDataModule``, which this class extends with the offline rows.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from datasets import Dataset
 from transformers import PreTrainedModel
 
 from lit_align.data.batches import BestOfNBatch
-from lit_align.data.datamodule import AlignmentDataModule, check_text
+from lit_align.data.datamodule import check_text
 from lit_align.data.tokenize import DataError, DataReport, assistant_text
 from lit_align.errors import check_range
-from lit_align.generation import SamplingSettings, sample_completions
+from lit_align.online.generation import sample_completions
+from lit_align.online.prompts import PromptDataModule
 from lit_align.rewards.base import RewardFunction
-from lit_align.scoring import decode_completions, score_texts
+from lit_align.online.scoring import decode_completions, score_texts
 
 BestOfNMode = Literal["auto", "online", "offline"]
 
@@ -40,14 +42,16 @@ def build_best_of_n_rows(model: PreTrainedModel, tokenizer, prompts: list[str], 
     return Dataset.from_list([{"prompt": p, "completions": t, "rewards": r} for p, t, r in zip(prompts, texts, rewards.tolist())])
 
 
-class BestOfNDataModule(AlignmentDataModule):
+class BestOfNDataModule(PromptDataModule):
     """Prompts with N reference completions and rewards, for BOND / J-BOND.
 
     Args:
         mode: ``offline`` reads ``completions``/``rewards`` columns; ``online`` reads prompts only and
-            samples in training; ``auto`` picks offline when the data has a ``completions`` column.
+            samples in training (as ``PromptDataModule``); ``auto`` picks offline when the data has
+            a ``completions`` column.
         num_samples: N >= 2, the completions per prompt: sampled online, or the first N of each
-            offline row (rows with fewer are dropped and counted). J-BOND needs exactly 2.
+            offline row (rows with fewer are dropped and counted). J-BOND needs exactly 2. Offline,
+            ``sampling_settings`` tells the algorithm what its own samples should match.
         max_new_tokens: Generation budget (>= 1) of online reference samples and of the policy
             samples the algorithm draws, so both sides see the same length limit. This and
             ``temperature`` reach the algorithm through ``sampling_settings`` (its ``connect`` step).
@@ -56,18 +60,11 @@ class BestOfNDataModule(AlignmentDataModule):
         **kwargs: See ``AlignmentDataModule`` (``dataset`` defaults to ``embedded:prompts``).
     """
 
-    embedded_default = "embedded:prompts"
-
     def __init__(self, mode: BestOfNMode = "auto", num_samples: int = 4, max_new_tokens: int = 24, temperature: float = 1.0, **kwargs: Any) -> None:
         # Best-of-1 is the reference itself: nothing to distil, and the quantile terms vanish.
         check_range(self, "num_samples", num_samples, 2, integer=True)
-        check_range(self, "max_new_tokens", max_new_tokens, 1, integer=True)
-        check_range(self, "temperature", temperature, 0.0, low_open=True)
-        super().__init__(**kwargs)
+        super().__init__(num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
         self.mode = mode
-        self.num_samples = num_samples
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
         self.resolved_mode: str | None = None
 
     @property
@@ -85,11 +82,11 @@ class BestOfNDataModule(AlignmentDataModule):
         return self.resolved_mode == "online"
 
     def encode_row(self, row: dict, where: str, report: DataReport) -> dict | None:
+        if self.online:
+            return super().encode_row(row, where, report)
         prompt = row.get("prompt")
         if not check_text(prompt, where, report, "prompt"):
             return None
-        if self.online:
-            return self.encode_example(prompt, {}, report)  # the prompt alone, cut to max_prompt_length
         completions, rewards = row.get("completions"), row.get("rewards")
         if not isinstance(completions, list) or not isinstance(rewards, list):
             raise DataError(f"{where}: 'completions' and 'rewards' must be lists (N completions and their N rewards), got {type(completions).__name__} and {type(rewards).__name__}")
@@ -115,8 +112,3 @@ class BestOfNDataModule(AlignmentDataModule):
             batch.completion_ids = [ex["completion_ids"] for ex in examples]
             batch.rewards = torch.tensor([ex["rewards"] for ex in examples], dtype=torch.float32)
         return batch
-
-    def sampling_settings(self) -> SamplingSettings:
-        """How the N reference samples of this data are drawn (online: by the algorithm, which takes
-        these settings in its ``connect`` step; offline: what the algorithm's own samples should match)."""
-        return SamplingSettings(self.num_samples, self.max_new_tokens, self.temperature, self.seed)

@@ -26,10 +26,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from lit_align.cache import cache_root, model_fingerprint  # noqa: F401
 from lit_align.data.feedback import select_pair
 from lit_align.embedded.task import make_demonstrations, make_prompts
-from lit_align.generation import sample_completions
+from lit_align.online.generation import sample_completions
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.rewards.sentiment import LexiconSentimentReward
-from lit_align.scoring import decode_completion
+from lit_align.online.scoring import decode_completion
 
 SPLIT_SEED_OFFSET = {"train": 0, "validation": 1_000_003, "test": 2_000_003}
 TEACHER_POSITIVITY = 0.9
