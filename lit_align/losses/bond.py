@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 
 from lit_align.errors import check_range
+from lit_align.losses.policy_gradient import leave_one_out_baseline, reinforce  # noqa: F401  (BOND's REINFORCE terms)
 
 
 def quantile_estimate(rewards: torch.Tensor, reference_rewards: torch.Tensor, strict: bool = False, prior: float = 0.0) -> torch.Tensor:
@@ -81,29 +82,6 @@ def expected_best_of_n(rewards: torch.Tensor, n: int) -> torch.Tensor:
         raise ValueError(f"need at least n={n} samples per prompt to estimate Best-of-{n}, got {m}")
     weights = torch.tensor([math.comb(j - 1, n - 1) / math.comb(m, n) for j in range(1, m + 1)], dtype=rewards.dtype, device=rewards.device)
     return (rewards.sort(dim=-1).values * weights).sum(-1)
-
-
-def leave_one_out_baseline(values: torch.Tensor) -> torch.Tensor:
-    """Baseline for REINFORCE on [B, k] rewards: for each sample the mean of the OTHER samples of its
-    prompt (k >= 2), else of the other prompts in the batch. Excluding the sample itself keeps the
-    gradient estimate unbiased (the baseline does not depend on the action it is subtracted from)."""
-    values = values.detach()
-    b, k = values.shape
-    if k >= 2:
-        return (values.sum(-1, keepdim=True) - values) / (k - 1)
-    if b >= 2:
-        return (values.sum() - values) / (b - 1)
-    return torch.zeros_like(values)
-
-
-def reinforce(logps: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
-    """Zero-valued surrogate whose gradient is the REINFORCE estimate -(R - b) grad log pi(y).
-
-    Adding it to a loss leaves the loss's VALUE unchanged (so the value can be a divergence
-    estimate) while giving the policy-gradient direction that maximises E_pi[R].
-    """
-    advantages = rewards.detach() - leave_one_out_baseline(rewards)
-    return -advantages * (logps - logps.detach())
 
 
 class BONDOutput(NamedTuple):

@@ -30,6 +30,29 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
 
 
 # ----- advantages ---------------------------------------------------------------------------------
+def leave_one_out_baseline(values: torch.Tensor) -> torch.Tensor:
+    """Baseline for REINFORCE on [B, k] rewards: for each sample the mean of the OTHER samples of its
+    prompt (k >= 2), else of the other prompts in the batch. Excluding the sample itself keeps the
+    gradient estimate unbiased (the baseline does not depend on the action it is subtracted from)."""
+    values = values.detach()
+    b, k = values.shape
+    if k >= 2:
+        return (values.sum(-1, keepdim=True) - values) / (k - 1)
+    if b >= 2:
+        return (values.sum() - values) / (b - 1)
+    return torch.zeros_like(values)
+
+
+def reinforce(logps: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+    """Zero-valued surrogate whose gradient is the REINFORCE estimate -(R - b) grad log pi(y).
+
+    Adding it to a loss leaves the loss's VALUE unchanged (so the value can be a divergence
+    estimate) while giving the policy-gradient direction that maximises E_pi[R].
+    """
+    advantages = rewards.detach() - leave_one_out_baseline(rewards)
+    return -advantages * (logps - logps.detach())
+
+
 def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
     """RLOO (Ahmadian et al. 2024, arXiv 2402.14740, Eq. 6) on rewards [B, k], k >= 2:
 
@@ -41,8 +64,7 @@ def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
     if rewards.ndim != 2 or rewards.shape[1] < 2:
         raise ValueError(f"leave-one-out needs rewards [prompts, k >= 2], got shape {tuple(rewards.shape)}")
     rewards = rewards.detach()
-    k = rewards.shape[1]
-    return rewards - (rewards.sum(-1, keepdim=True) - rewards) / (k - 1)
+    return rewards - leave_one_out_baseline(rewards)
 
 
 def group_normalized_advantages(rewards: torch.Tensor, scale_by_std: bool = True, eps: float = 1e-4) -> torch.Tensor:
