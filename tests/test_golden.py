@@ -50,7 +50,7 @@ from lightning import Callback, Trainer, seed_everything
 
 from benchmarks.workload import write_pairs
 from lit_align.algorithms import BOND, DPO, IPO, JBOND, KTO, ORPO, SFT, ConservativeDPO, OnlineDPO, RewardModel
-from lit_align.algorithms.online_sampling import OnlineSampling
+from lit_align.online.sampling import OnlineSampling
 from lit_align.data.best_of_n import BestOfNDataModule
 from lit_align.data.pairwise import PairwiseDataModule
 from lit_align.data.sft import SFTDataModule
@@ -82,7 +82,7 @@ CASES = {
     "cdpo": (ConservativeDPO, {"label_smoothing": 0.1, **PAIRWISE}, PairwiseDataModule, {}),
     "ipo": (IPO, {"tau": 0.1, **PAIRWISE}, PairwiseDataModule, {}),
     "ipo_normalized": (IPO, {"tau": 0.1, "length_normalize": True, **PAIRWISE}, PairwiseDataModule, {}),
-    "orpo": (ORPO, {"odds_ratio_weight": 0.1, **PAIRWISE}, PairwiseDataModule, {}),
+    "orpo": (ORPO, {"odds_ratio_weight": 0.1, "nll_tokens": "completion", **PAIRWISE}, PairwiseDataModule, {}),
     "kto": (KTO, {"beta": 0.1}, UnpairedDataModule, {"from_pairs": True}),
     "sft": (SFT, {}, SFTDataModule, {"columns": {"completion": "chosen"}}),
     "dpo_head_full": (DPO, {"beta": 0.1, "head_mode": "full", **PAIRWISE}, PairwiseDataModule, {}),

@@ -24,7 +24,7 @@ from lightning import Trainer
 from lit_align.algorithms import BOND, JBOND, OnlineDPO
 from lit_align.data.batches import BestOfNBatch
 from lit_align.data.best_of_n import BestOfNDataModule
-from lit_align.generation import SamplingSettings
+from lit_align.online.generation import SamplingSettings
 from lit_align.rewards.base import RewardFunction
 
 PROMPTS = ["the film was", "i watched this movie and it"]  # B = 2 distinct prompts (different lengths, too)
