@@ -49,7 +49,8 @@ import torch
 from lightning import Callback, Trainer, seed_everything
 
 from benchmarks.workload import write_pairs
-from lit_align.algorithms import BOND, DPO, IPO, JBOND, KTO, ORPO, SFT, ConservativeDPO, OnlineDPO, RewardModel
+from lit_align.algorithms import BOND, DPO, GRPO, IPO, JBOND, KTO, ORPO, PPO, RLOO, SFT, ConservativeDPO, OnlineDPO, RewardModel
+from lit_align.online import PromptDataModule
 from lit_align.online.sampling import OnlineSampling
 from lit_align.data.best_of_n import BestOfNDataModule
 from lit_align.data.pairwise import PairwiseDataModule
@@ -74,6 +75,7 @@ PAIRWISE = dict(prefix_sharing=False)
 OPTIMIZER = dict(lr=1e-3, weight_decay=0.0)
 # BOND / J-BOND read prompts, not the pairs file; short generations keep the 20 steps quick.
 BEST_OF_N = dict(dataset="embedded:prompts", mode="online", num_examples=80, num_val_examples=4, max_new_tokens=6)
+PROMPTS = dict(dataset="embedded:prompts", num_examples=80, num_val_examples=4, max_new_tokens=6)
 
 # name -> (algorithm class, its arguments, DataModule class, extra DataModule arguments)
 CASES = {
@@ -94,6 +96,11 @@ CASES = {
     "jbond": (JBOND, {"beta": 0.5, "kl_weight": 0.1, "anchor_ema": 0.1}, BestOfNDataModule, {"num_samples": 2, **BEST_OF_N}),
     "jbond_variant": (JBOND, {"beta": 0.5, "backward_kl": False}, BestOfNDataModule, {"num_samples": 2, **BEST_OF_N}),
     "online_dpo": (OnlineDPO, {"beta": 0.1, "num_samples": 3, **PAIRWISE}, BestOfNDataModule, {"num_samples": 2, **BEST_OF_N}),
+    # RL from the gold reward (replayed samples): GRPO and PPO reuse each rollout (2 epochs x 2 minibatches),
+    # so the importance ratio against the sampling log-probs and the clipping are on the trajectory.
+    "rloo": (RLOO, {"kl_coef": 0.05}, PromptDataModule, {"num_samples": 2, **PROMPTS}),
+    "grpo": (GRPO, {"kl_coef": 0.04, "num_epochs": 2, "num_minibatches": 2}, PromptDataModule, {"num_samples": 4, **PROMPTS}),
+    "ppo": (PPO, {"kl_coef": 0.05, "num_epochs": 2, "num_minibatches": 2}, PromptDataModule, {"num_samples": 1, **PROMPTS}),
     "reward_model": (RewardModel, {"margin": 0.5, "center_coefficient": 0.01}, PairwiseDataModule, {}),
 }
 
