@@ -136,7 +136,9 @@ def test_configure_metrics_gives_one_copy_per_stage_fed_by_track_metrics():
     module = Counting(model="embedded:micro")
     train, val = module.metrics["train_metrics"], module.metrics["val_metrics"]
     assert isinstance(train, Count) and isinstance(val, Count) and train is not val
-    assert module.track_metrics("train", torch.tensor([1.0, 2.0]))["total"].item() == 3.0  # this batch's value
+    assert module.track_metrics("train", torch.tensor([1.0, 2.0])) == {}  # the base logs it, reduced over ranks
+    assert module.train_step_metrics()["total"].item() == 3.0  # this step's value
+    assert module.train_step_metrics() == {}  # reset after the step: nothing fed since
     assert module.track_metrics("val", torch.tensor([1.0, 2.0])) == {}
     module.track_metrics("val", torch.tensor([4.0]))
     assert module.on_validation_epoch_end_metrics()["total"].item() == 7.0  # the union of both batches
