@@ -52,10 +52,13 @@ def test_orpo_improves_true_reward_over_sft(embedded_sft_model, tmp_path):
     scalars = read_scalars(cli.trainer.logger.log_dir)
     assert cli.model.policy.reference is None  # still none after training
     assert last(scalars, "val/log_odds_chosen") > 0.0  # chosen became likelier than rejected, in odds
-    assert last(scalars, "val/rewards/accuracies") > 0.55
+    # 0.55 and +0.1 reward under the old default (NLL on the completion only); with the prompt in the NLL (the
+    # authors' and TRL's default since issue 23) one epoch reached 0.53 and +0.083 here: the odds-ratio term gets
+    # a smaller share of the step.
+    assert last(scalars, "val/rewards/accuracies") > 0.5
     evaluation = next(cb for cb in cli.trainer.callbacks if isinstance(cb, SampledEvaluation))
     baseline = evaluation.measure(load_causal_lm(embedded_sft_model), cli.datamodule)["eval/reward"]
-    assert last(scalars, "eval/reward") > baseline + 0.1
+    assert last(scalars, "eval/reward") > baseline + 0.05
     assert last(scalars, "eval/kl") > 0.0
 
 
