@@ -256,6 +256,17 @@ def test_clipped_value_loss_gradient():
     assert torch.allclose(grad, torch.tensor([-1.0, -1.9]))
 
 
+
+def test_value_clip_fraction_ignores_rounding_inside_the_range():
+    """Inside the clip range both terms are one number up to the rounding of V_old + (V - V_old). In
+    float32 at these values the "clipped" square comes out larger, yet nothing was clipped (a
+    fraction that counted it flipped between CPU kernels in the PPO golden)."""
+    values, old, returns = torch.tensor([0.016453921794891357]), torch.tensor([-0.026110166683793068]), torch.tensor([1.1885504722595215])
+    assert (old + torch.clamp(values - old, -0.5, 0.5) - returns) ** 2 > (values - returns) ** 2  # the rounding is there
+    _, clipped = clipped_value_loss(values, old, returns, clip=0.5)
+    assert clipped.tolist() == [False]
+
+
 @pytest.mark.parametrize(
     "mode, weights",
     [

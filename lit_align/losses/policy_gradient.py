@@ -171,8 +171,12 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     unclipped = (values - returns) ** 2
     if clip is None:
         return 0.5 * unclipped, torch.zeros_like(unclipped, dtype=torch.bool)
-    clipped = (old_values + torch.clamp(values - old_values, -clip, clip) - returns) ** 2
-    return 0.5 * torch.maximum(unclipped, clipped), clipped > unclipped
+    change = values - old_values
+    clipped = (old_values + torch.clamp(change, -clip, clip) - returns) ** 2
+    # Where the clamp is inactive both terms are the same number up to the rounding of
+    # V_old + (V - V_old); counting those as clipped would make the fraction a coin toss of the CPU.
+    binds = (change.abs() > clip) & (clipped > unclipped)
+    return 0.5 * torch.maximum(unclipped, clipped), binds
 
 
 def aggregate(losses: torch.Tensor, mask: torch.Tensor, mode: str = "seq_mean", constant: float | None = None) -> torch.Tensor:
