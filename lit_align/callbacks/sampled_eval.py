@@ -51,6 +51,13 @@ def sequence_logps_of(model: PreTrainedModel, prompts: list[list[int]], completi
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def standard_error(values: torch.Tensor) -> float:
+    """Standard error of the mean of ``values`` [prompts, samples per prompt], prompts as the unit:
+    sd(per-prompt means) / sqrt(prompts), so samples of one prompt are not counted as independent; 0 for one prompt."""
+    means = values.double().mean(dim=1)
+    return (means.std() / means.numel() ** 0.5).item() if means.numel() > 1 else 0.0
+
+
 def reference_scope(reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]]") -> ContextManager[PreTrainedModel]:
     """A context yielding the reference model: ``reference`` itself, or the context its callable opens
     (``PolicyWithReference.reference_model``, e.g. the policy with its LoRA adapters off)."""
@@ -64,7 +71,9 @@ class SampledEvaluation(Callback):
     * ``eval/gold_reward`` — on embedded prompts when that reward is not the lexicon: the lexicon's;
     * ``eval/kl`` — mean of log pi(y|x) - log pi_ref(y|x) over y ~ pi: an unbiased Monte-Carlo
       estimate of the sequence-level KL(pi || pi_ref) (samples are pure ancestral, temperature 1);
-    * ``eval/length`` — mean completion length in tokens.
+    * ``eval/length`` — mean completion length in tokens;
+    * ``eval/reward_se``, ``eval/kl_se`` — standard errors of eval/reward and eval/kl over prompts
+      (``standard_error``: a prompt's samples are not independent of each other, its mean is one draw).
 
     Args:
         reward: Reward function (``class_path``), used on any prompts. Default (null): the
@@ -194,6 +203,7 @@ class SampledEvaluation(Callback):
         self.last_rewards = None if reward is None else score_completions(tokenizer, reward, list(texts), samples)
         if self.last_rewards is not None:
             result["eval/reward"] = self.last_rewards.mean().item()
+            result["eval/reward_se"] = standard_error(self.last_rewards)
         if reward is not None and not isinstance(reward, LexiconSentimentReward) and self._embedded_prompts(datamodule):
             self._lexicon = self._lexicon or LexiconSentimentReward()
             result["eval/gold_reward"] = score_completions(tokenizer, self._lexicon, list(texts), samples).mean().item()
@@ -206,6 +216,7 @@ class SampledEvaluation(Callback):
             with reference_scope(reference) as reference_model:
                 kl = kl_k1(policy_logps, sequence_logps_of(reference_model, prompts, completions, pad))
             result["eval/kl"] = kl.mean().item()
+            result["eval/kl_se"] = standard_error(kl.view(len(prompt_ids), self.samples_per_prompt))
         policy.train(was_training)
         return result
 

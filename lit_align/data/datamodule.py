@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from lightning import LightningDataModule
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
@@ -32,6 +33,11 @@ from lit_align.data.tokenize import (
 from lit_align.errors import ConfigError, check_range
 from lit_align.data.model_limits import max_positions
 from lit_align.modeling import is_embedded, load_tokenizer
+
+
+def report_table(counts: dict[str, float]) -> str:
+    """The data report's counts as a markdown table (TensorBoard renders it on its TEXT tab)."""
+    return "\n".join(["| count | examples |", "|---|---|", *(f"| {key} | {value:g} |" for key, value in counts.items())])
 
 
 class AlignmentDataModule(RowEncoding, LightningDataModule):
@@ -223,8 +229,14 @@ class AlignmentDataModule(RowEncoding, LightningDataModule):
         trainer = self.trainer
         if trainer is None or not trainer.loggers:
             return
+        counts = self.report_metrics()
         for logger in trainer.loggers:
-            logger.log_metrics(self.report_metrics(), step=0)
+            # TensorBoard: one text panel, not a page of one-point charts in front of the training curves.
+            add_text = getattr(getattr(logger, "experiment", None), "add_text", None) if isinstance(logger, TensorBoardLogger) else None
+            if add_text is not None:
+                add_text("data/report", report_table(counts), 0)
+            else:
+                logger.log_metrics(counts, step=0)
             logger.log_hyperparams({"data_report": " | ".join(r.summary() for r in self.reports.values())})
 
     def teardown(self, stage: str) -> None:

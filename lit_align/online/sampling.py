@@ -54,6 +54,10 @@ class OnlineSampling:
         self.tokenizer = load_tokenizer(self.model_name, self.hparams.get("trust_remote_code", False))
         self.sampling: SamplingSettings | None = None
         self.batch_index = 0
+        # What sampling cost so far (this process): completions drawn and reward calls per completion,
+        # the costs an offline method pays once for its dataset and an online one at every step.
+        self.samples_drawn = 0
+        self.reward_queries = 0
 
     # ----- the one step where data settings reach the algorithm --------------------------------
     def connect(self, datamodule: Any) -> None:
@@ -92,10 +96,12 @@ class OnlineSampling:
         Each prompt is encoded once for its samples (``engine="shared_prefill"``: the same draws as
         ``model.generate``, without its k prompt passes)."""
         settings = self.settings
+        self.samples_drawn += len(prompt_ids) * num_samples
         return sample_completions(model, self.tokenizer, prompt_ids, num_samples, settings.max_new_tokens, settings.temperature, seed=seed, engine="shared_prefill")
 
     def score(self, prompt_texts: list[str], samples: list[list[list[int]]]) -> torch.Tensor:
         """Rewards [B, k] of k completions per prompt under ``reward`` (decoded as ``lit_align.online.scoring`` does)."""
+        self.reward_queries += sum(len(per_prompt) for per_prompt in samples)
         return score_completions(self.tokenizer, self.reward, prompt_texts, samples)
 
     def rollout(self, model: PreTrainedModel, batch: Any, num_samples: int, seed: int, sample_logps: bool = False, reference_logps: bool = False) -> Rollout:

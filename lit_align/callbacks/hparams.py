@@ -1,0 +1,65 @@
+"""One row per run in TensorBoard's HPARAMS tab: the run's settings and its final evaluation.
+
+TensorBoard's hparams plugin lists every run of a logdir that wrote a hparams summary, with the
+values of chosen metric tags; its scatter-plot view then draws any metric against any other, so
+runs that log ``eval/kl`` and ``eval/reward`` show the reward–KL frontier of a whole sweep. Lightning
+writes that summary only when given metrics (``default_hp_metric: false`` in lit_align/defaults.yaml
+keeps its placeholder ``hp_metric = -1`` out), so this callback writes it once, when fit ends.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+
+# Scalars of the final evaluation that become hparams metrics, when they were logged.
+FINAL_METRICS = ("eval/reward", "eval/kl", "eval/gold_reward", "eval/length", "val/loss", "val/rewards/accuracies")
+SETTING_TYPES = (bool, int, float, str)
+
+
+def init_arguments(obj: Any) -> dict[str, Any]:
+    """``obj``'s constructor arguments as it kept them (attributes of the same name): DataModules here
+    keep their settings as attributes rather than in ``hparams``."""
+    if obj is None:
+        return {}
+    names = inspect.signature(type(obj).__init__).parameters
+    return {name: getattr(obj, name) for name in names if name != "self" and hasattr(obj, name)}
+
+
+class HParamsSummary(Callback):
+    """At the end of fit: write the run's hyperparameters with its last ``FINAL_METRICS`` values as a
+    TensorBoard hparams summary, so the HPARAMS tab lists every run and plots metric against metric.
+
+    The hyperparameters are the algorithm (its class name), its scalar init arguments (beta, lr, ...),
+    the DataModule's scalar ones (seed, num_samples, ...) and ``extra``.
+
+    Args:
+        extra: More settings to list, e.g. ``{method: dpo, strength: 0.1, seed: 0}`` from a sweep
+            script, so runs of different algorithms share columns.
+    """
+
+    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+        self.extra = dict(extra or {})
+
+    def settings(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        found: dict[str, Any] = {"algorithm": type(pl_module).__name__}
+        for prefix, arguments in (("model", dict(getattr(pl_module, "hparams", {}))), ("data", init_arguments(trainer.datamodule))):
+            for key, value in arguments.items():
+                if not key.startswith("_") and isinstance(value, SETTING_TYPES) and not (isinstance(value, str) and len(value) > 200):
+                    found[f"{prefix}/{key}"] = value
+        found.update(self.extra)
+        return found
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        metrics = {tag: float(trainer.callback_metrics[tag]) for tag in FINAL_METRICS if tag in trainer.callback_metrics}
+        if not metrics:
+            return  # an hparams row without a metric says nothing
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # Logged at the last step: the scalars it repeats coincide with the last evaluation's.
+                logger.log_hyperparams(self.settings(trainer, pl_module), metrics, step=trainer.global_step)
