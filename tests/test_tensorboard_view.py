@@ -59,3 +59,21 @@ def test_standard_error_counts_prompts_not_samples():
     values = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     assert standard_error(values) == pytest.approx(0.5)  # sd of (0, 1) = 0.707, / sqrt(2)
     assert standard_error(torch.tensor([[3.0, 5.0]])) == 0.0
+
+
+@pytest.mark.slow
+def test_final_evaluation_uses_its_larger_sample(tmp_path, monkeypatch):
+    """Evaluations at steps 2 and 4 of a 4-step run: only the last (max_steps) one draws the final sample."""
+    import lit_align.callbacks.sampled_eval as sampled_eval
+
+    drawn = []
+    sample = sampled_eval.sample_completions
+
+    def recording(model, tokenizer, prompt_ids, num_samples, *args, **kwargs):
+        drawn.append((len(prompt_ids), num_samples))
+        return sample(model, tokenizer, prompt_ids, num_samples, *args, **kwargs)
+
+    monkeypatch.setattr(sampled_eval, "sample_completions", recording)
+    evaluation = EVALUATION.replace('"max_new_tokens": 4', '"max_new_tokens": 4, "final_num_prompts": 6, "final_samples_per_prompt": 3')
+    run_cli(["fit", "--config", tiny_sft_config(tmp_path), "--trainer.max_steps=4", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1", evaluation], str(tmp_path))
+    assert drawn == [(4, 2), (6, 3)]

@@ -97,8 +97,9 @@ METHODS: dict[str, Method] = {
         # Online DPO (OAIF): 2 samples per prompt from the current policy every step, labelled by the gold reward.
         Method("online_dpo", "online_dpo.yaml", "embedded_best_of_n.yaml", "model.init_args.beta", "beta", (0.03, 0.1, 0.3), 0.1, meaning="KL penalty beta (pairs sampled from the current policy)"),
         # Policy-gradient RL from the gold reward (docs/rl.md): k samples per prompt from the current policy every step.
+        # GRPO's sweep starts at the paper's beta = 0.04, which ran to KL ~50 in 120 steps here (one probe run, seed 0).
         Method("rloo", "rloo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.05, 0.2), 0.05, RL_BATCH, "per-token KL penalty beta in the reward (k = 4)"),
-        Method("grpo", "grpo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.04, 0.16), 0.04, RL_BATCH, "weight beta of the k3 KL loss term (G = 4)"),
+        Method("grpo", "grpo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.04, 0.2, 1.0), 0.2, RL_BATCH, "weight beta of the k3 KL loss term (G = 4)"),
         Method("ppo", "ppo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.05, 0.2), 0.05, RL_BATCH, "per-token KL penalty beta in the reward (k = 2, critic, 4 epochs)"),
     ]
 }
@@ -134,16 +135,20 @@ class Budget:
     """What every run gets: the same optimiser steps (each on 16 prompts' worth of data), the same
     evaluation (prompts, samples, seed) every ``eval_every`` steps, and the same SFT start."""
 
-    steps: int = 120
-    eval_every: int = 30
+    steps: int = 100
+    eval_every: int = 25
     eval_prompts: int = 64
     samples_per_prompt: int = 2
+    # The final evaluation's sample (held-out prompts x samples each): large enough that the sampled
+    # KL's standard error is a few percent of its value where KL is ~1 nat or more (results.md reports it).
+    final_prompts: int = 256
+    final_samples_per_prompt: int = 4
     num_examples: int = 2000
     num_val_examples: int = 200
     val_batches: int = 4
     sft_examples: int = 4000
     sft_epochs: int = 2
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     bon_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     methods: tuple[str, ...] = tuple(METHODS)
     configs: str = CONFIGS
@@ -155,7 +160,7 @@ class Budget:
         return next((m for m in self.custom if m.name == name), None) or METHODS[name]
 
 
-QUICK = Budget(steps=6, eval_every=3, eval_prompts=8, samples_per_prompt=2, num_examples=128, num_val_examples=32, val_batches=1, sft_examples=256, sft_epochs=1, seeds=(0,), bon_ns=(1, 2, 4))
+QUICK = Budget(steps=6, eval_every=3, eval_prompts=8, samples_per_prompt=2, final_prompts=12, final_samples_per_prompt=2, num_examples=128, num_val_examples=32, val_batches=1, sft_examples=256, sft_epochs=1, seeds=(0,), bon_ns=(1, 2, 4))
 
 
 @dataclass(frozen=True)
@@ -185,19 +190,24 @@ def plan(budget: Budget, quick: bool) -> list[Run]:
     return runs
 
 
-def callbacks(sft_model: str, budget: Budget) -> str:
-    """The same callbacks for every run (replacing each algorithm config's list), as CLI JSON."""
+def callbacks(sft_model: str, budget: Budget, run: Run) -> str:
+    """The same callbacks for every run (replacing each algorithm config's list), as CLI JSON; the
+    HPARAMS row names the run's method, strength and seed, so TensorBoard lists the sweep in one table."""
     evaluation = {
         "num_prompts": budget.eval_prompts,
         "samples_per_prompt": budget.samples_per_prompt,
+        "final_num_prompts": budget.final_prompts,
+        "final_samples_per_prompt": budget.final_samples_per_prompt,
         "kl_reference": sft_model,  # always the SFT start: J-BOND's own anchor moves
         "prompts": "embedded:prompts",  # identical held-out prompts whatever the DataModule
         "evaluate_at_start": True,
     }
+    sweep = {"method": run.method.name, "strength": run.method.label(run.value), "seed": run.seed}
     listing = [
         {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
         {"class_path": "lit_align.callbacks.SampledEvaluation", "init_args": evaluation},
         {"class_path": "experiments.compare.throughput.TokenThroughput"},
+        {"class_path": "lit_align.callbacks.HParamsSummary", "init_args": {"extra": sweep}},
     ]
     return "--trainer.callbacks=" + json.dumps(listing)
 
@@ -223,7 +233,7 @@ def run_args(run: Run, sft_model: str, tb_dir: str, budget: Budget) -> list[str]
         f"--trainer.logger.init_args.name={run.name}",
         f"--trainer.logger.init_args.version={run.version}",
         f"--trainer.default_root_dir={tb_dir}",
-        callbacks(sft_model, budget),
+        callbacks(sft_model, budget, run),
     ]
 
 

@@ -22,7 +22,6 @@ import concurrent.futures
 import gc
 import multiprocessing
 import os
-import platform
 import shutil
 import sys
 import time
@@ -35,7 +34,10 @@ sys.path.insert(0, REPO)  # run as a script from anywhere, without installing th
 import yaml  # noqa: E402
 
 from experiments.compare.plan import METHODS, QUICK, Budget, Method, Run, config_files, method_from_spec, plan, run_args, sft_args  # noqa: E402
-from experiments.compare.report import best_of_n_curve, load_json, mean_curve, plot_frontier, rows_from_results_md, run_result, save_json, write_results  # noqa: E402
+from experiments.compare.figure import plot_frontier  # noqa: E402
+from experiments.compare.machine import LoadMonitor, cpu_model  # noqa: E402
+from experiments.compare.report import best_of_n_curve, load_json, run_result, save_json  # noqa: E402
+from experiments.compare.tables import write_results  # noqa: E402
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -52,7 +54,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, help="runs trained at once, each in its own process (default: one per CPU core, at most 4; --quick: 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads per run (default: 1 with --jobs > 1, else torch's choice; 1 is faster on a busy machine)")
     parser.add_argument("--configs", help="configs folder to read the recipes from (default: the repository's configs/; a saved copy reruns rows on the configs of an earlier comparison)")
-    parser.add_argument("--keep-rows-from", metavar="RESULTS_MD", help="add the runs of the methods NOT in --methods from an earlier results.md (final numbers only), to rerun some rows and keep the rest")
     parser.add_argument("--report-only", action="store_true", help="train nothing: rebuild results.md and frontier.png from the runs finished so far")
     parser.add_argument("--force", action="store_true", help="retrain the SFT start and rerun finished runs")
     return parser.parse_args(argv)
@@ -243,44 +244,41 @@ def main(argv: list[str] | None = None) -> dict:
     budget = Budget(**{**budget.__dict__, "methods": tuple(m for m in budget.methods if m not in skipped)})
     runs = plan(budget, args.quick)
     print(f"lit_align compare: {len(runs)} runs ({', '.join(budget.methods)}; seeds {list(budget.seeds)}), {budget.steps} steps each, evaluation every {budget.eval_every} steps")
-    load_before, began = os.getloadavg()[0], time.perf_counter()
-
-    sft = args.sft_model or (os.path.join(out, "sft") if args.report_only else train_sft(out, budget, args.force))
-    if not args.report_only:
-        prepare_data(sft, budget)
-    jobs = args.jobs or (1 if args.quick else max(1, min(4, os.cpu_count() or 1)))
-    threads = args.threads or (1 if jobs > 1 else None)
-    results, failed = train_all(runs, sft, tb, budget, args, began, jobs, threads)
-
-    # One Best-of-N curve per seed, on that seed's held-out prompts: SampledEvaluation draws its
-    # prompts with the DataModule's seed, so each run is scored on its own seed's prompts.
-    kept = rows_from_results_md(args.keep_rows_from, set(budget.methods)) if args.keep_rows_from else []
-    trained, order = results, list(METHODS) + [m.name for m in budget.custom]
-    results = sorted(results + kept, key=lambda r: (r["seed"], order.index(r["method"]), r["value"] or 0.0))
-    seeds = sorted({r["seed"] for r in results} | set(budget.seeds))
-    curves = best_of_n_curves(sft, seeds, budget, os.path.join(out, "best_of_n.json"), args.force)
-    bon = mean_curve(curves)
-    wall = time.perf_counter() - began
-    command = "python experiments/compare/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    began = time.perf_counter()
+    with LoadMonitor() as monitor:
+        sft = args.sft_model or (os.path.join(out, "sft") if args.report_only else train_sft(out, budget, args.force))
+        if not args.report_only:
+            prepare_data(sft, budget)
+        jobs = args.jobs or (1 if args.quick else max(1, min(4, os.cpu_count() or 1)))
+        threads = args.threads or (1 if jobs > 1 else None)
+        results, failed = train_all(runs, sft, tb, budget, args, began, jobs, threads)
+        # One Best-of-N curve per seed, on that seed's held-out prompts: SampledEvaluation draws its
+        # prompts with the DataModule's seed, so each run is scored on its own seed's prompts.
+        order = list(METHODS) + [m.name for m in budget.custom]
+        results = sorted(results, key=lambda r: (r["seed"], order.index(r["method"]), r["value"] or 0.0))
+        curves = best_of_n_curves(sft, sorted(set(budget.seeds)), budget, os.path.join(out, "best_of_n.json"), args.force)
+    cost = monitor.summary()
     header = "\n".join([
         "# Algorithm comparison on the embedded task", "",
-        f"Command: `{command.strip()}` — {len(trained)} runs, {budget.steps} optimiser steps each (16 prompts' worth of data per step), "
-        f"evaluated every {budget.eval_every} steps on {budget.eval_prompts} held-out prompts × {budget.samples_per_prompt} samples; seeds {list(budget.seeds)}.",
-        (f"Rebuilt with --report-only from the runs finished so far; each run's wall and CPU time are those measured when it trained. "
-         f"CPU time summed over the runs: {clock(sum(r.get('cpu_seconds', 0.0) for r in trained))}." if args.report_only else
-         f"Total wall time {clock(wall)} on {platform.machine()} with {os.cpu_count()} CPU core(s); 1-minute load average {load_before:.1f} at the start, "
-         f"{os.getloadavg()[0]:.1f} at the end (other work on the machine slows every run). "
-         f"CPU time summed over the runs: {clock(sum(r.get('cpu_seconds', 0.0) for r in trained))} ({jobs} run(s) at a time, torch threads per run: {threads or 'default'})."),
-        "Reward and KL are the last evaluation of each run; KL(pi ‖ SFT) is the sampled estimate of `SampledEvaluation`. "
-        "Wall time is the whole `fit` (model loading, training, evaluations); tokens/s counts the non-pad tokens of the "
-        "policy's gradient-carrying forwards over the time spent in training steps (see experiments/compare/throughput.py).",
-    ] + ([f"Skipped (not runnable here): {', '.join(f'{k} ({v})' for k, v in skipped.items())}."] if skipped else [])
-      + ([f"Rows of {', '.join(sorted({r['method'] for r in kept}))} are not rerun here: their final numbers come from `{args.keep_rows_from}` (their timings were measured then)."] if kept else []))
-    write_results(os.path.join(out, "results.md"), results, curves, failed, header)
-    plotted = plot_frontier(os.path.join(out, "frontier.png"), results, bon, f"Reward vs KL on the embedded task ({budget.steps} steps, seeds {list(budget.seeds)})")
-    print(f"lit_align compare: done in {clock(wall)}: {os.path.join(out, 'results.md')}" + (f", {os.path.join(out, 'frontier.png')}" if plotted else ""))
-    print(f"lit_align compare: view the runs side by side: tensorboard --logdir {tb}")
-    return {"results": results, "failed": failed, "skipped": skipped, "best_of_n": curves, "out": out}
+        "Generated by the command below from the runs alone; the findings written by hand are in FINDINGS.md.", "",
+        f"- **Command:** `python experiments/compare/run.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip() + f" (generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
+        f"- **Runs:** {len(results)}: {len(budget.methods)} methods × their strength values × seeds {list(budget.seeds)}, each from the same SFT start with "
+        f"{budget.steps} optimiser steps on 16 prompts' worth of data per step; evaluated at the start and every {budget.eval_every} steps on "
+        f"{budget.eval_prompts} held-out prompts × {budget.samples_per_prompt} samples, and at the last step on {budget.final_prompts} × {budget.final_samples_per_prompt}.",
+        f"- **Machine:** {cpu_model()}, {os.cpu_count()} CPU core(s); {jobs} run(s) at a time, {threads or 'default'} torch thread(s) each.",
+        (f"- **This call** only rebuilt the report (--report-only); the runs' own wall and CPU times are in the tables." if args.report_only else
+         f"- **Cost of this call:** {clock(cost['wall_seconds'])} wall, {clock(cost['cpu_seconds'])} CPU (all processes); 1-minute load average "
+         f"{cost['load_start']:.1f} at the start, mean {cost['load_mean']:.1f}, max {cost['load_max']:.1f} (sampled every 30 s; {os.cpu_count()} cores)."
+         + (f" {sum(r.get('reused', False) for r in results)} finished runs were reused, not retrained." if any(r.get("reused") for r in results) else "")),
+        "- Reward and KL are each run's evaluations; KL(π ‖ SFT) is the sampled estimate of `SampledEvaluation`. CPU time is per process "
+        "(all its threads), wall time the whole `fit`.",
+    ] + ([f"- Skipped (not runnable here): {', '.join(f'{k} ({v})' for k, v in skipped.items())}."] if skipped else []))
+    dataset = 2 * budget.num_examples if any(budget.method(m).data in ("embedded_pairs.yaml", "embedded_unpaired.yaml", "embedded_sft.yaml") for m in budget.methods) else 0
+    table = write_results(os.path.join(out, "results.md"), results, curves, failed, header, dataset)
+    plotted = plot_frontier(os.path.join(out, "frontier.png"), results, curves, table, f"Reward vs KL on the embedded task ({budget.steps} steps, {len(budget.seeds)} seeds, 95% bands)")
+    print(f"lit_align compare: done in {clock(time.perf_counter() - began)}: {os.path.join(out, 'results.md')}" + (f", {os.path.join(out, 'frontier.png')}" if plotted else ""))
+    print(f"lit_align compare: view the runs side by side: tensorboard --logdir {tb} (HPARAMS tab: every run with method, strength, seed, final eval/reward and eval/kl)")
+    return {"results": results, "failed": failed, "skipped": skipped, "best_of_n": curves, "out": out, "cost": cost}
 
 
 if __name__ == "__main__":

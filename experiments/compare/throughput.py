@@ -21,8 +21,9 @@ from lit_align.head import backbone_of
 
 
 class TokenThroughput(Callback):
-    """Log ``throughput/train_tokens``, ``throughput/train_seconds`` and ``throughput/tokens_per_sec``
-    at the end of training (and keep them on ``self.result``)."""
+    """Log ``throughput/train_tokens``, ``throughput/train_seconds``, ``throughput/tokens_per_sec`` and
+    the sampling cost ``cost/samples_drawn``, ``cost/reward_queries`` at the end of training (and keep
+    them on ``self.result``)."""
 
     def __init__(self) -> None:
         self.tokens = 0
@@ -58,6 +59,9 @@ class TokenThroughput(Callback):
             "throughput/train_tokens": float(self.tokens),
             "throughput/train_seconds": self.seconds,
             "throughput/tokens_per_sec": self.tokens / self.seconds if self.seconds else 0.0,
+            # What an online method pays per run (lit_align.online.OnlineSampling's counters; 0 offline).
+            "cost/samples_drawn": float(getattr(pl_module, "samples_drawn", 0)),
+            "cost/reward_queries": float(getattr(pl_module, "reward_queries", 0)),
         }
         if trainer.is_global_zero:
             for logger in trainer.loggers:

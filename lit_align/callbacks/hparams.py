@@ -4,7 +4,8 @@ TensorBoard's hparams plugin lists every run of a logdir that wrote a hparams su
 values of chosen metric tags; its scatter-plot view then draws any metric against any other, so
 runs that log ``eval/kl`` and ``eval/reward`` show the reward–KL frontier of a whole sweep. Lightning
 writes that summary only when given metrics (``default_hp_metric: false`` in lit_align/defaults.yaml
-keeps its placeholder ``hp_metric = -1`` out), so this callback writes it once, when fit ends.
+keeps its placeholder ``hp_metric = -1`` out), so this callback writes it once, when fit ends, with
+the metric tags the plugin then reads from the run's scalars.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import inspect
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
+from lightning.fabric.utilities.logger import _flatten_dict
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
 
 # Scalars of the final evaluation that become hparams metrics, when they were logged.
 FINAL_METRICS = ("eval/reward", "eval/kl", "eval/gold_reward", "eval/length", "val/loss", "val/rewards/accuracies")
@@ -61,5 +64,9 @@ class HParamsSummary(Callback):
             return  # an hparams row without a metric says nothing
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                # Logged at the last step: the scalars it repeats coincide with the last evaluation's.
-                logger.log_hyperparams(self.settings(trainer, pl_module), metrics, step=trainer.global_step)
+                # The summary alone: the plugin reads the metrics' values from the run's own scalars, so
+                # logging them again (as log_hyperparams does) would add a point to every eval curve.
+                settings = logger._sanitize_params(_flatten_dict(self.settings(trainer, pl_module)))
+                writer = logger.experiment._get_file_writer()
+                for summary in hparams(settings, metrics):
+                    writer.add_summary(summary, trainer.global_step)

@@ -91,6 +91,9 @@ class SampledEvaluation(Callback):
             validation rows, so runs on different DataModules are scored on identical prompts.
         evaluate_at_start: Also evaluate once before the first training step (logged at step 0),
             so every curve starts at the starting model.
+        final_num_prompts, final_samples_per_prompt: The evaluation at the last step (``trainer.max_steps``)
+            uses these instead (None: the same as the others), so a run's final numbers get a small
+            standard error without paying for a large sample at every evaluation.
     """
 
     def __init__(
@@ -103,11 +106,15 @@ class SampledEvaluation(Callback):
         seed: int = 1234,
         prompts: str | None = None,
         evaluate_at_start: bool = False,
+        final_num_prompts: int | None = None,
+        final_samples_per_prompt: int | None = None,
     ) -> None:
         check_range(self, "num_prompts", num_prompts, 1, integer=True)
         check_range(self, "samples_per_prompt", samples_per_prompt, 1, integer=True)
         check_range(self, "max_new_tokens", max_new_tokens, 1, integer=True)
         check_range(self, "seed", seed, 0, integer=True)
+        check_range(self, "final_num_prompts", final_num_prompts, 1, integer=True, allow_none=True)
+        check_range(self, "final_samples_per_prompt", final_samples_per_prompt, 1, integer=True, allow_none=True)
         self.reward = reward
         self.algorithm_reward: RewardFunction | None = None
         self._lexicon: RewardFunction | None = None
@@ -119,7 +126,9 @@ class SampledEvaluation(Callback):
         self.seed = seed
         self.prompts = prompts
         self.evaluate_at_start = evaluate_at_start
-        self._prompts: list[tuple[str, list[int]]] | None = None
+        self.final_num_prompts = final_num_prompts or num_prompts
+        self.final_samples_per_prompt = final_samples_per_prompt or samples_per_prompt
+        self._prompts: dict[int, list[tuple[str, list[int]]]] = {}
         self._loaded_reference: PreTrainedModel | None = None
         self.last: dict[str, float] = {}
         self.last_rewards: torch.Tensor | None = None  # [prompts, samples_per_prompt] of the last measure, when a reward was used
@@ -142,16 +151,18 @@ class SampledEvaluation(Callback):
             self._loaded_reference = model.to(pl_module.device).eval().requires_grad_(False)
         return self._loaded_reference
 
-    def held_out_prompts(self, datamodule) -> list[tuple[str, list[int]]]:
-        """(rendered text, token ids) of the evaluation prompts: ``prompts`` if set, else the DataModule's."""
+    def held_out_prompts(self, datamodule, count: int | None = None) -> list[tuple[str, list[int]]]:
+        """(rendered text, token ids) of ``count`` (default ``num_prompts``) evaluation prompts:
+        from ``prompts`` if set, else the DataModule's."""
+        count = count or self.num_prompts
         if self.prompts is None:
-            return datamodule.eval_prompts(self.num_prompts)
-        if self._prompts is None:
+            return datamodule.eval_prompts(count)
+        if count not in self._prompts:
             is_generated = is_embedded(self.prompts)
-            rows = embedded_rows(self.prompts, "validation", self.num_prompts, datamodule.seed) if is_generated else load_rows(self.prompts)
-            texts = [row["prompt"] for row in rows.select(range(min(self.num_prompts, len(rows))))]
-            self._prompts = [(datamodule.encoder.render_prompt(t), datamodule.encoder.encode_prompt(t)) for t in texts]
-        return self._prompts
+            rows = embedded_rows(self.prompts, "validation", count, datamodule.seed) if is_generated else load_rows(self.prompts)
+            texts = [row["prompt"] for row in rows.select(range(min(count, len(rows))))]
+            self._prompts[count] = [(datamodule.encoder.render_prompt(t), datamodule.encoder.encode_prompt(t)) for t in texts]
+        return self._prompts[count]
 
     def _embedded_prompts(self, datamodule) -> bool:
         return is_embedded(self.prompts) if self.prompts is not None else bool(getattr(datamodule, "embedded_task", False))
@@ -183,20 +194,22 @@ class SampledEvaluation(Callback):
             )
         return None
 
-    def measure(self, policy: PreTrainedModel, datamodule, reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]] | None" = None) -> dict[str, float]:
+    def measure(self, policy: PreTrainedModel, datamodule, reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]] | None" = None, final: bool = False) -> dict[str, float]:
         """Reward (and KL to ``reference``, if given) of samples from ``policy`` on held-out prompts.
 
-        ``reference`` is a model or a zero-argument callable returning a context that yields one.
+        ``reference`` is a model or a zero-argument callable returning a context that yields one;
+        ``final``: with the final evaluation's prompts and samples.
         """
         tokenizer = datamodule.tokenizer
-        held_out = self.held_out_prompts(datamodule)
+        per_prompt = self.final_samples_per_prompt if final else self.samples_per_prompt
+        held_out = self.held_out_prompts(datamodule, self.final_num_prompts if final else self.num_prompts)
         if not held_out:  # plain-text SFT without a BOS: every prompt is empty, there is nothing to continue
             rank_zero_info("lit_align: SampledEvaluation skipped: the validation data has no non-empty prompt to sample from (plain text)")
             return {}
         texts, prompt_ids = zip(*held_out)
         was_training = policy.training
-        samples = sample_completions(policy, tokenizer, list(prompt_ids), self.samples_per_prompt, self.max_new_tokens, seed=self.seed)
-        prompts = [p for p in prompt_ids for _ in range(self.samples_per_prompt)]
+        samples = sample_completions(policy, tokenizer, list(prompt_ids), per_prompt, self.max_new_tokens, seed=self.seed)
+        prompts = [p for p in prompt_ids for _ in range(per_prompt)]
         completions = [c for per_prompt in samples for c in per_prompt]
         result = {"eval/length": sum(map(len, completions)) / len(completions)}
         reward = self.reward_for(datamodule)
@@ -216,7 +229,7 @@ class SampledEvaluation(Callback):
             with reference_scope(reference) as reference_model:
                 kl = kl_k1(policy_logps, sequence_logps_of(reference_model, prompts, completions, pad))
             result["eval/kl"] = kl.mean().item()
-            result["eval/kl_se"] = standard_error(kl.view(len(prompt_ids), self.samples_per_prompt))
+            result["eval/kl_se"] = standard_error(kl.view(len(prompt_ids), per_prompt))
         policy.train(was_training)
         return result
 
@@ -232,5 +245,6 @@ class SampledEvaluation(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or trainer.datamodule is None:
             return
-        self.last = self.measure(pl_module.policy.policy, trainer.datamodule, self._reference(pl_module))
+        final = 0 < trainer.max_steps <= trainer.global_step
+        self.last = self.measure(pl_module.policy.policy, trainer.datamodule, self._reference(pl_module), final=final)
         pl_module.log_dict(self.last, sync_dist=True)
