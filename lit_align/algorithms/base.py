@@ -15,15 +15,14 @@ checkpoints) and export with ``save_pretrained``. The contract of a subclass (RE
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import Metric
 
+from lit_align.algorithms.stage_metrics import StageMetrics
 from lit_align.dropout import disable_dropout as disable_dropout_in
 from lit_align.errors import ConfigError, check_range
 from lit_align.head import HeadMode
@@ -36,7 +35,7 @@ from lit_align.utils.dtypes import check_dtype
 POLICY_PREFIX = "policy."  # where PolicyWithReference sits in this module's state dict
 
 
-class AlignmentModule(LightningModule):
+class AlignmentModule(StageMetrics, LightningModule):
     """Shared base of all algorithms.
 
     Args:
@@ -104,10 +103,7 @@ class AlignmentModule(LightningModule):
             disable_dropout_in(policy)
         self.policy = PolicyWithReference(policy, reference or self.default_reference, lora, head_mode)
         self._connected = False
-        metric = self.configure_metrics()
-        if metric is not None:
-            # Keyed by stage; "train" itself cannot be a ModuleDict key (it would shadow nn.Module.train).
-            self.metrics = nn.ModuleDict({"train_metrics": metric, "val_metrics": metric.clone()})
+        self.build_stage_metrics()
 
     @classmethod
     def check_reference(cls, mode: str) -> None:
@@ -122,12 +118,6 @@ class AlignmentModule(LightningModule):
             f"set model.init_args.reference to one of them or leave it unset (default: {cls.default_reference!r})"
         )
 
-    def configure_metrics(self) -> Metric | None:
-        """The torchmetrics ``Metric`` this algorithm tracks, or None. Called once by ``__init__`` (after
-        the policy is built, before the subclass's own attributes are set); the base keeps one copy per
-        stage and ``track_metrics`` feeds it. ``compute()`` returns a dict logged under ``train/``/``val/``."""
-        return None
-
     def load_start_model(self):
         """A fresh copy of the starting weights (``model``, with this module's dtype and trust settings)."""
         trust = self.hparams.get("trust_remote_code", False)
@@ -141,42 +131,6 @@ class AlignmentModule(LightningModule):
     # ----- the one method a new algorithm writes ---------------------------------------------
     def compute_loss(self, batch: Any, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
-
-    def track_metrics(self, stage: str, *args: Any) -> dict[str, torch.Tensor]:
-        """Feed this stage's copy of the ``configure_metrics()`` metric with ``update(*args)``.
-
-        Both stages accumulate, and the base logs exact values (sum/count states, reduced over DDP
-        ranks): training's for each step's global batch (``train_step_metrics``), validation's for the
-        epoch (``on_validation_epoch_end_metrics``). Returns ``{}``, for callers that merge it into their logs.
-        """
-        self.metrics[f"{stage}_metrics"].update(*args)
-        return {}
-
-    def train_step_metrics(self) -> dict[str, torch.Tensor]:
-        """This step's training metrics over every rank's share of the batch, then reset; ``{}`` when no
-        rank fed the metric (online DPO without a usable pair). ``_step`` calls it on every rank at every
-        step, because the reduction is a collective: an algorithm may feed the metric on some ranks only."""
-        metrics = getattr(self, "metrics", None)
-        if metrics is None or "train_metrics" not in metrics:
-            return {}
-        metric = metrics["train_metrics"]
-        fed = metric.update_count > 0
-        if self._trainer is not None:
-            fed = self.trainer.strategy.reduce_boolean_decision(fed, all=False)
-        with warnings.catch_warnings():  # a rank without a share computes too (its zero states join the sum)
-            warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric")
-            values = metric.compute() if fed else {}
-        metric.reset()
-        return values
-
-    def on_validation_epoch_end_metrics(self) -> dict[str, torch.Tensor]:
-        """Epoch-level validation metrics accumulated by ``track_metrics``; logged under ``val/``."""
-        metrics = getattr(self, "metrics", None)
-        if metrics is None or "val_metrics" not in metrics:
-            return {}
-        values = metrics["val_metrics"].compute()
-        metrics["val_metrics"].reset()
-        return values
 
     # ----- Lightning hooks ---------------------------------------------------------------------
     def _step(self, batch: Any, stage: str) -> torch.Tensor:
