@@ -25,9 +25,9 @@ Kernels: the mask goes to the model as an explicit 4D mask with ``position_ids``
 ``sdpa`` (bool mask) and ``eager`` (additive float mask) attention apply it; that covers Llama,
 Qwen2, Mistral, Gemma, GPT-2 and most current decoders. ``unsupported_reason`` falls back to the
 unshared 2B forward, with one warning per reason, for: other attention implementations
-(flash-attention takes no dense mask; ``flex_attention`` wants a ``BlockMask``:
-``lit_align.prefix_sharing_flex`` builds one from the same three rules and checks its forward on
-CPU, but training is not wired through it yet), ALiBi models (Bloom, MPT, Falcon with ``alibi``:
+(flash-attention takes no dense mask; ``flex_attention`` gets a ``BlockMask`` of the same three
+rules from ``lit_align.prefix_sharing_flex``, on CUDA only: its backward is not implemented on CPU
+in torch 2.13), ALiBi models (Bloom, MPT, Falcon with ``alibi``:
 their bias is rebuilt from a 2D mask), decoders that do not build their mask with
 ``create_causal_mask``, and sliding-window attention shorter than the pair's longest sequence (a
 custom 4D mask would bypass the window). On GPU, SDPA with a dense mask runs the memory-efficient
@@ -66,7 +66,6 @@ _MASK_IMPLEMENTATIONS = ("sdpa", "eager")
 _ALIBI_MODEL_TYPES = ("bloom", "mpt")
 _warned: set[str] = set()
 _announced: set[str] = set()
-SETTINGS = (True, False, "auto")
 # auto: share when the shared rows hold at most this share of the unshared rows' token positions
 # (equal lengths: when the prompt is at least as long as a completion; module docstring).
 AUTO_MAX_POSITION_RATIO = 0.75
@@ -177,8 +176,12 @@ def unsupported_reason(model: nn.Module, longest_sequence: int = 0) -> str | Non
         return f"{type(model).__name__} has no transformers config"
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     implementation = getattr(config, "_attn_implementation", None)
-    if implementation not in _MASK_IMPLEMENTATIONS:
-        return f"attention implementation {implementation!r} takes no custom 4D mask here (sdpa and eager do)"
+    if implementation == "flex_attention":
+        # A BlockMask of the same rules (prefix_sharing_flex); its backward is CUDA-only in torch 2.13.
+        if next(model.parameters()).device.type != "cuda":
+            return "flex_attention's backward with a block mask runs on CUDA only (torch 2.13); on CPU use sdpa or eager"
+    elif implementation not in _MASK_IMPLEMENTATIONS:
+        return f"attention implementation {implementation!r} takes no custom 4D mask here (sdpa and eager do; flex_attention on CUDA)"
     if getattr(text, "model_type", "") in _ALIBI_MODEL_TYPES or getattr(text, "alibi", False):
         return f"{getattr(text, 'model_type', '?')} uses ALiBi, whose bias is built from a 2D mask"
     backbone = backbone_of(getattr(_unwrapped(model), "module", _unwrapped(model)))
@@ -211,7 +214,12 @@ def model_attention_mask(model: nn.Module, allowed: torch.Tensor) -> torch.Tenso
 
 def shared_completion_logps(model: nn.Module, layout: SharedLayout, head: HeadMode = "compact", **head_options) -> SequenceLogps:
     """log pi(y|x) of the 2B chosen/rejected rows from one forward over the B shared rows."""
-    mask = model_attention_mask(model, layout.allowed)
+    if getattr(_config_of(model), "_attn_implementation", None) == "flex_attention":
+        from lit_align.prefix_sharing_flex import shared_block_mask  # it imports this module
+
+        mask = shared_block_mask(layout)  # transformers passes a BlockMask through to flex_attention as given
+    else:
+        mask = model_attention_mask(model, layout.allowed)
     labels = layout.input_ids[layout.rows, layout.targets]
     token_logps = scored_token_logps(model, layout.input_ids, mask, layout.position_ids, layout.rows, layout.sources, labels, head, **head_options)
     sums = torch.zeros(layout.num_rows, dtype=torch.float32, device=token_logps.device).index_add(0, layout.out_rows, token_logps)

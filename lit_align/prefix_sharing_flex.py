@@ -11,12 +11,16 @@ queries, and everything above the diagonal). ``shared_mask_mod`` states the rule
 * padding keys are never seen, and rejected queries never see chosen keys;
 * every query sees itself (a padding query would otherwise have a fully masked softmax row).
 
-Status: the mask and a standalone attention forward (``shared_flex_attention``) are tested on CPU
-against the dense-mask SDPA forward (``tests/test_prefix_sharing_flex.py``); in torch 2.13
-FlexAttention's backward raises NotImplementedError on CPU, so the backward check is left to
-``benchmarks/gpu_check.sh`` (``gpu_check.py --flex``). Training is NOT wired through it yet: models
-loaded with ``attn_implementation="flex_attention"`` fall back to the unshared forward
-(``prefix_sharing.unsupported_reason``), and sdpa/eager models get the dense mask, on CPU and CUDA.
+Wiring: a model loaded with ``attn_implementation="flex_attention"`` on CUDA runs prefix sharing
+with this block mask (``prefix_sharing.shared_completion_logps``; transformers passes a
+``BlockMask`` through to its flex attention as given), and ``auto`` / ``true`` accept it there.
+On CPU such a model runs unshared (``unsupported_reason``): FlexAttention's backward raises
+NotImplementedError there in torch 2.13. sdpa/eager models keep the dense mask everywhere; flex
+is opt-in through the model's attention implementation, not switched on automatically.
+Tested on CPU: the block mask's forward against the dense-mask SDPA forward, and a flex model's
+shared log-probs against the unshared ones, without gradients (``tests/test_prefix_sharing_flex.py``).
+The backward is checked by ``benchmarks/flex_check.py`` (run by ``benchmarks/gpu_check.sh``) on
+the GPU machine; it has not run yet.
 """
 
 from __future__ import annotations

@@ -46,3 +46,24 @@ def test_block_mask_is_the_dense_mask():
     index = torch.arange(t)
     dense = torch.stack([block.mask_mod(torch.tensor(i), None, index[:, None], index[None, :]) for i in range(b)])
     assert torch.equal(dense, layout.allowed[:, 0])
+
+
+def test_flex_model_runs_the_shared_layout_through_the_block_mask():
+    """The wiring: a flex_attention model gets the BlockMask (same log-probs as its unshared sdpa twin,
+    forward only on CPU) and is refused for training on CPU, where the backward is missing."""
+    from lit_align.head import completion_logps
+    from lit_align.prefix_sharing import shared_completion_logps, unsupported_reason
+    from tests.test_prefix_sharing import pair_batch, tiny_model
+
+    flex, sdpa = tiny_model("llama", "flex_attention"), tiny_model("llama", "sdpa")  # same seed, same weights
+    batch = pair_batch()
+    layout = share_prefix(*batch)
+    assert "CUDA only" in unsupported_reason(flex)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shared = shared_completion_logps(flex, layout)
+        reference = completion_logps(sdpa, *batch)
+        torch.testing.assert_close(shared.sum, reference.sum, rtol=0, atol=1e-5)
+        # Teeth: without the rejected-never-sees-chosen rule the flex model's numbers move.
+        layout.segment = layout.segment.masked_fill(layout.segment == 2, 1)  # rejected relabelled chosen
+        assert (shared_completion_logps(flex, layout).sum - reference.sum).abs().max() > 0.1

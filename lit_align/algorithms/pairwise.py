@@ -46,7 +46,7 @@ class PairwiseAlignmentModule(AlignmentModule):
             (Wang et al. 2024, arXiv 2410.20305; ``lit_align.prefix_sharing``). Same log-probs as the
             usual 2B-row forward up to float rounding; applies to the policy and to the live, adapter
             and precomputed reference. ``auto`` (default): share a batch when the model's attention
-            takes the 4D mask (sdpa, eager) and the shared rows hold at most 3/4 of the unshared token
+            takes the mask (sdpa, eager; flex_attention on CUDA) and the shared rows hold at most 3/4 of the unshared token
             positions (prompts about as long as the completions or longer); what it decided, and why,
             is said once at start-up. ``true``: share every batch (models whose attention cannot take
             the mask fall back to the usual forward with one warning). ``false``: never.
