@@ -46,9 +46,9 @@ class PairwiseAlignmentModule(AlignmentModule):
             (Wang et al. 2024, arXiv 2410.20305; ``lit_align.prefix_sharing``). Same log-probs as the
             usual 2B-row forward up to float rounding; applies to the policy and to the live, adapter
             and precomputed reference. ``auto`` (default): share a batch when the model's attention
-            takes the mask (sdpa, eager; flex_attention on CUDA) and the shared rows hold at most 3/4 of the unshared token
-            positions (prompts about as long as the completions or longer); what it decided, and why,
-            is said once at start-up. ``true``: share every batch (models whose attention cannot take
+            takes the mask (sdpa, eager; flex_attention on CUDA) and the shared rows hold at most 3/4
+            of the unshared token positions (prompts about as long as the completions or longer);
+            what it decided, and why, is said once at start-up. ``true``: share every batch (models whose attention cannot take
             the mask fall back to the usual forward with one warning). ``false``: never.
         **kwargs: See ``AlignmentModule``.
     """
@@ -57,9 +57,13 @@ class PairwiseAlignmentModule(AlignmentModule):
         self.prefix_sharing = check_setting(prefix_sharing)  # before the model loads: a typo fails fast
         super().__init__(*args, **kwargs)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
+    def on_fit_start(self) -> None:
+        announce(self.policy.policy, self.prefix_sharing)  # here, not in setup: the model is on its device now
+        super().on_fit_start()
+
+    def on_validation_start(self) -> None:
         announce(self.policy.policy, self.prefix_sharing)
+        super().on_validation_start()
 
     def configure_metrics(self) -> PreferenceMetrics:
         return PreferenceMetrics()
