@@ -35,14 +35,15 @@ kernel rather than flash attention.
 
 The setting (``prefix_sharing`` of pairwise algorithms, ``check_setting``): ``true`` shares every
 batch the model can take (warning once when it cannot), ``false`` never shares, and ``auto`` (the
-default) shares a batch only when the model takes the 4D mask (``unsupported_reason``; the reason
+default) shares a batch only when the model takes the mask (``unsupported_reason``; the reason
 is said once at start-up by ``announce``) and the batch pays (``pays_off``): its B shared rows hold
 at most 3/4 of the padded token positions of the 2B unshared rows,
 ``B * T_shared <= 0.75 * 2B * T_unshared``. Every decoder matmul scales with token positions; for
 pairs of equal lengths (prompt P, completions Y) the ratio is (P + 2Y) / (2P + 2Y), at most 3/4
 exactly when P >= Y, where attention (which grows as T^2, and is no larger shared only when
 P^2 >= 2 C R) is at most 9/8 of the unshared one. Short prompts stay unshared, so the dense
-mask's cost (and on GPU the lost flash kernel) is paid only where half the prompt work is saved.
+mask's cost (and on GPU the lost flash kernel) is paid only where at least a quarter of the token
+positions are saved. The rule reads two sums over the masks per batch, nothing more.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lit_align.errors import ConfigError
-
 from lit_align.head import HeadMode, _unwrapped, backbone_of, scored_token_logps
 from lit_align.ops import SequenceLogps
 
