@@ -20,8 +20,9 @@ of batch ``--batch-size`` pairs on the same JSONL pairs (``benchmarks/workload.p
   per pair with prefix sharing and twice without), and MFU against the dense-matmul peak measured
   in the same process.
 
-Run names: ``-shared`` turns on ``prefix_sharing``, ``-grouped`` ``group_by_length``; ``dpo-defaults``
-passes neither option, so it measures whatever the defaults are.
+Run names: ``-shared`` sets ``prefix_sharing: true``, every other lit_align run pins ``false``;
+``-grouped`` turns on ``group_by_length``. ``dpo-defaults`` passes neither option, so it measures
+whatever the defaults are (``prefix_sharing: auto``: its ``shared_fraction`` says how many batches shared).
 
 TRL is an optional extra (``pip install -e '.[trl]'``); without it the TRL rows are skipped.
 """
@@ -48,11 +49,11 @@ class Run(NamedTuple):
     grouped: bool | None = False  # None: the DataModule's own default
     head_mode: str | None = "compact"
     checkpointing: bool = False
-    prefix_sharing: bool = False
+    prefix_sharing: bool | None = False  # None: the algorithm's own default (auto)
 
 
 RUNS = {
-    "dpo-defaults": Run("DPO", grouped=None),  # what a user gets without options
+    "dpo-defaults": Run("DPO", grouped=None, prefix_sharing=None),  # what a user gets without options
     "dpo-copy": Run("DPO"),
     "dpo-copy-gc": Run("DPO", checkpointing=True),
     "dpo-copy-fullhead": Run("DPO", head_mode="full"),
@@ -134,16 +135,21 @@ def run_lit_align(args, run: Run, data: str, timer: StepTimer) -> dict:
     import lit_align.algorithms as algorithms
     from lit_align.callbacks import PaddingStats
     from lit_align.data.pairwise import PairwiseDataModule
+    from lit_align.prefix_sharing import choose_layout
+
+    shared = []
 
     class Timing(Callback):
-        def on_train_batch_start(self, *a) -> None:
+        def on_train_batch_start(self, trainer, module, batch, *a) -> None:
+            # Which batches ran prompt-shared (auto decides per batch): counts the tokens MFU is computed on.
+            shared.append(choose_layout(module.policy.policy, batch.input_ids, batch.attention_mask, batch.loss_mask, module.prefix_sharing) is not None)
             timer.begin()
 
         def on_train_batch_end(self, *a) -> None:
             timer.end()
 
     # Each algorithm at its own defaults (DPO/cDPO beta 0.1, IPO tau, ORPO lambda).
-    options = {"prefix_sharing": True} if run.prefix_sharing else {}
+    options = {} if run.prefix_sharing is None else {"prefix_sharing": run.prefix_sharing}  # pinned, except dpo-defaults
     module = getattr(algorithms, run.algorithm)(model=args.model, reference=run.reference, reference_batch_size=64, head_mode=run.head_mode, gradient_checkpointing=run.checkpointing, **options)
     grouping = {} if run.grouped is None else {"group_by_length": run.grouped}
     datamodule = PairwiseDataModule(model=args.model, dataset=data, val_fraction=0.05, batch_size=args.batch_size, max_length=args.max_length, max_prompt_length=args.max_prompt_length, **grouping)
@@ -165,7 +171,7 @@ def run_lit_align(args, run: Run, data: str, timer: StepTimer) -> dict:
     policy = module.policy.policy
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     frozen_or_all = sum(p.numel() for p in policy.parameters() if not p.requires_grad or run.reference != "adapter")
-    return {"parameters": frozen_or_all, "trainable": trainable, "fit_s": time.perf_counter() - start, "padding_fraction": padding.run_padding_fraction, "group_by_length": datamodule.group_by_length}
+    return {"parameters": frozen_or_all, "trainable": trainable, "fit_s": time.perf_counter() - start, "padding_fraction": padding.run_padding_fraction, "group_by_length": datamodule.group_by_length, "prefix_sharing": module.prefix_sharing, "shared_fraction": sum(shared) / max(1, len(shared))}
 
 
 def run_trl(args, run: Run, data: str, timer: StepTimer) -> dict:
@@ -258,7 +264,7 @@ def one(args) -> None:
     per_pair, completion_per_pair, prompt_per_pair = tokens_per_pair(args, args.data)
     tokens_per_step = per_pair * args.batch_size
     # Useful FLOPs count the tokens a run must process: with prefix sharing the prompt once per pair.
-    processed = per_pair - prompt_per_pair if run.prefix_sharing else per_pair
+    processed = per_pair - info.get("shared_fraction", 0.0) * prompt_per_pair
     # LoRA (adapter) runs still back-propagate through every layer: counted like full fine-tuning.
     policy_flops, reference_flops = model_flops_per_pair(args.model, processed, completion_per_pair)
     flops_per_step = args.batch_size * (policy_flops + (reference_flops if run.reference in ("copy", "adapter") else 0))
@@ -281,7 +287,7 @@ def one(args) -> None:
         "mfu": flops_per_step / step_s / peak,
         "steps_timed": len(timer.times),
         "gradient_checkpointing": run.checkpointing,
-        "prefix_sharing": run.prefix_sharing,
+        "prefix_sharing": run.prefix_sharing,  # a lit_align run's info overrides it with the module's setting
         "prompt_tokens_per_pair": prompt_per_pair,
         "completion_tokens_per_pair": completion_per_pair,
         **info,

@@ -18,4 +18,6 @@ if [ -d "$WHEELS" ]; then
     done
 fi
 export TOKENIZERS_PARALLELISM=false PYTHONWARNINGS=ignore
+# Prefix sharing's FlexAttention block mask: forward and (CUDA only) backward against the dense mask.
+timeout 120 python benchmarks/flex_check.py || echo "flex_check failed (see above); the table follows"
 exec timeout "${LIT_ALIGN_GPU_CHECK_TIMEOUT:-480}" python benchmarks/gpu_check.py "$@"

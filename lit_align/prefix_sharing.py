@@ -25,13 +25,25 @@ Kernels: the mask goes to the model as an explicit 4D mask with ``position_ids``
 ``sdpa`` (bool mask) and ``eager`` (additive float mask) attention apply it; that covers Llama,
 Qwen2, Mistral, Gemma, GPT-2 and most current decoders. ``unsupported_reason`` falls back to the
 unshared 2B forward, with one warning per reason, for: other attention implementations
-(flash-attention takes no dense mask; ``flex_attention`` wants a ``BlockMask`` — TODO: build one
-with ``torch.nn.attention.flex_attention.create_block_mask`` from the same three rules; it cannot
-be tested on this project's CPU machines, so it is not wired), ALiBi models (Bloom, MPT, Falcon
-with ``alibi``: their bias is rebuilt from a 2D mask), decoders that do not build their mask with
+(flash-attention takes no dense mask; ``flex_attention`` gets a ``BlockMask`` of the same three
+rules from ``lit_align.prefix_sharing_flex``, on CUDA only: its backward is not implemented on CPU
+in torch 2.13), ALiBi models (Bloom, MPT, Falcon with ``alibi``:
+their bias is rebuilt from a 2D mask), decoders that do not build their mask with
 ``create_causal_mask``, and sliding-window attention shorter than the pair's longest sequence (a
 custom 4D mask would bypass the window). On GPU, SDPA with a dense mask runs the memory-efficient
 kernel rather than flash attention.
+
+The setting (``prefix_sharing`` of pairwise algorithms, ``check_setting``): ``true`` shares every
+batch the model can take (warning once when it cannot), ``false`` never shares, and ``auto`` (the
+default) shares a batch only when the model takes the mask (``unsupported_reason``; the reason
+is said once at start-up by ``announce``) and the batch pays (``pays_off``): its B shared rows hold
+at most 3/4 of the padded token positions of the 2B unshared rows,
+``B * T_shared <= 0.75 * 2B * T_unshared``. Every decoder matmul scales with token positions; for
+pairs of equal lengths (prompt P, completions Y) the ratio is (P + 2Y) / (2P + 2Y), at most 3/4
+exactly when P >= Y, where attention (which grows as T^2, and is no larger shared only when
+P^2 >= 2 C R) is at most 9/8 of the unshared one. Short prompts stay unshared, so the dense
+mask's cost (and on GPU the lost flash kernel) is paid only where at least a quarter of the token
+positions are saved. The rule reads two sums over the masks per batch, nothing more.
 """
 
 from __future__ import annotations
@@ -41,9 +53,10 @@ import inspect
 from dataclasses import dataclass
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from lit_align.errors import ConfigError
 from lit_align.head import HeadMode, _unwrapped, backbone_of, scored_token_logps
 from lit_align.ops import SequenceLogps
 
@@ -52,6 +65,10 @@ PROMPT, CHOSEN, REJECTED, PADDING = 0, 1, 2, 3
 _MASK_IMPLEMENTATIONS = ("sdpa", "eager")
 _ALIBI_MODEL_TYPES = ("bloom", "mpt")
 _warned: set[str] = set()
+_announced: set[str] = set()
+# auto: share when the shared rows hold at most this share of the unshared rows' token positions
+# (equal lengths: when the prompt is at least as long as a completion; module docstring).
+AUTO_MAX_POSITION_RATIO = 0.75
 
 
 @dataclass
@@ -72,6 +89,7 @@ class SharedLayout:
     out_rows: torch.Tensor
     count: torch.Tensor
     longest_sequence: int
+    segment: torch.Tensor  # [B, T] PROMPT/CHOSEN/REJECTED/PADDING of each column (the block mask reads it)
 
     @property
     def num_rows(self) -> int:
@@ -128,7 +146,7 @@ def share_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mas
     rows, targets = scored.nonzero(as_tuple=True)
     out_rows = rows + b * rejected_part[rows, targets].long()
     count = torch.zeros(2 * b, dtype=torch.float32, device=device).index_add_(0, out_rows, torch.ones_like(out_rows, dtype=torch.float32))
-    return SharedLayout(shared_ids, position_ids, allowed[:, None], rows, sources[rows, targets], targets, out_rows, count, int(lengths.max()) if b else 0)
+    return SharedLayout(shared_ids, position_ids, allowed[:, None], rows, sources[rows, targets], targets, out_rows, count, int(lengths.max()) if b else 0, segment)
 
 
 def _config_of(model: nn.Module):
@@ -158,8 +176,12 @@ def unsupported_reason(model: nn.Module, longest_sequence: int = 0) -> str | Non
         return f"{type(model).__name__} has no transformers config"
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     implementation = getattr(config, "_attn_implementation", None)
-    if implementation not in _MASK_IMPLEMENTATIONS:
-        return f"attention implementation {implementation!r} takes no custom 4D mask here (sdpa and eager do)"
+    if implementation == "flex_attention":
+        # A BlockMask of the same rules (prefix_sharing_flex); its backward is CUDA-only in torch 2.13.
+        if next(model.parameters()).device.type != "cuda":
+            return "flex_attention's backward with a block mask runs on CUDA only (torch 2.13); on CPU use sdpa or eager"
+    elif implementation not in _MASK_IMPLEMENTATIONS:
+        return f"attention implementation {implementation!r} takes no custom 4D mask here (sdpa and eager do; flex_attention on CUDA)"
     if getattr(text, "model_type", "") in _ALIBI_MODEL_TYPES or getattr(text, "alibi", False):
         return f"{getattr(text, 'model_type', '?')} uses ALiBi, whose bias is built from a 2D mask"
     backbone = backbone_of(getattr(_unwrapped(model), "module", _unwrapped(model)))
@@ -192,7 +214,12 @@ def model_attention_mask(model: nn.Module, allowed: torch.Tensor) -> torch.Tenso
 
 def shared_completion_logps(model: nn.Module, layout: SharedLayout, head: HeadMode = "compact", **head_options) -> SequenceLogps:
     """log pi(y|x) of the 2B chosen/rejected rows from one forward over the B shared rows."""
-    mask = model_attention_mask(model, layout.allowed)
+    if getattr(_config_of(model), "_attn_implementation", None) == "flex_attention":
+        from lit_align.prefix_sharing_flex import shared_block_mask  # it imports this module
+
+        mask = shared_block_mask(layout)  # transformers passes a BlockMask through to flex_attention as given
+    else:
+        mask = model_attention_mask(model, layout.allowed)
     labels = layout.input_ids[layout.rows, layout.targets]
     token_logps = scored_token_logps(model, layout.input_ids, mask, layout.position_ids, layout.rows, layout.sources, labels, head, **head_options)
     sums = torch.zeros(layout.num_rows, dtype=torch.float32, device=token_logps.device).index_add(0, layout.out_rows, token_logps)
@@ -205,3 +232,55 @@ def pair_layout(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch
     if not supports_prefix_sharing(model, longest):
         return None
     return share_prefix(input_ids, attention_mask, loss_mask)
+
+
+def check_setting(value: object) -> bool | str:
+    """``prefix_sharing`` as given, or a ConfigError naming the allowed values."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ConfigError(
+        f"prefix_sharing: {value!r} is not a setting; use true (share every pair the model can take), "
+        "false (never: the usual chosen+rejected forward) or auto (the default: share when the model's "
+        "attention takes the 4D mask and the batch's prompts are long enough to pay)"
+    )
+
+
+def pays_off(attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> bool:
+    """The ``auto`` rule (module docstring): B * T_shared <= 0.75 * 2B * T_unshared, padded widths."""
+    b = attention_mask.shape[0] // 2
+    if b == 0:
+        return False
+    lengths = attention_mask.sum(-1)
+    prompt = lengths[:b] - loss_mask[:b].sum(-1)  # rows are right-padded, one completion after the prompt
+    shared_width = int((lengths[:b] + lengths[b:] - prompt).max())
+    return b * shared_width <= AUTO_MAX_POSITION_RATIO * 2 * b * int(lengths.max())
+
+
+def announce(model: nn.Module, setting: bool | str) -> None:
+    """Say once, at start-up, what ``auto`` does with this model (and why it is off, when it is)."""
+    if setting != "auto":
+        return
+    reason = unsupported_reason(model)
+    if reason is not None:
+        message = f"lit_align: prefix_sharing auto: off ({reason}); every batch runs the unshared chosen+rejected forward"
+    else:
+        message = (
+            "lit_align: prefix_sharing auto: on for batches whose shared rows hold at most "
+            f"{AUTO_MAX_POSITION_RATIO:.0%} of the unshared token positions (prompts about as long as the completions or longer)"
+        )
+    if message not in _announced:
+        _announced.add(message)
+        rank_zero_info(message)
+
+
+def choose_layout(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, setting: bool | str) -> SharedLayout | None:
+    """The shared layout a pairwise batch runs with under ``setting`` (true / false / auto), or None."""
+    if setting is False:
+        return None
+    if setting == "auto":
+        # Quiet: announce() said at start-up why auto is off for this model; per batch it just decides.
+        longest = int(attention_mask.sum(-1).max()) if attention_mask.numel() else 0
+        if unsupported_reason(model, longest) is not None or not pays_off(attention_mask, loss_mask):
+            return None
+        return share_prefix(input_ids, attention_mask, loss_mask)
+    return pair_layout(model, input_ids, attention_mask, loss_mask)

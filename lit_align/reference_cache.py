@@ -35,7 +35,7 @@ from lit_align.data.batches import PairwiseBatch
 from lit_align.cache import cache_root, model_fingerprint
 from lit_align.head import completion_logps
 from lit_align.ops import SequenceLogps
-from lit_align.prefix_sharing import pair_layout, shared_completion_logps
+from lit_align.prefix_sharing import choose_layout, shared_completion_logps
 
 REFERENCE_KEY = "reference_logps"
 # Bump when the row layout or what a value means changes, so old caches are not reused.
@@ -60,7 +60,7 @@ def examples_digest(examples: list[dict]) -> str:
     return digest.hexdigest()
 
 
-def cache_path(model: str, dtype: str | None, precision: str, splits: dict[str, list[dict]], prefix_sharing: bool = False) -> str:
+def cache_path(model: str, dtype: str | None, precision: str, splits: dict[str, list[dict]], prefix_sharing: bool | str = False) -> str:
     params = {
         "format": CACHE_FORMAT,
         "model": model_fingerprint(model),
@@ -69,7 +69,7 @@ def cache_path(model: str, dtype: str | None, precision: str, splits: dict[str, 
         "examples": {name: examples_digest(examples) for name, examples in splits.items()},
     }
     if prefix_sharing:  # same values up to float rounding; keyed apart so a run reuses its own numbers
-        params["prefix_sharing"] = True
+        params["prefix_sharing"] = prefix_sharing  # True or "auto"
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     return os.path.join(cache_root(), f"reference-{key}", "reference_logps.pt")
 
@@ -80,7 +80,7 @@ def _length(example: dict) -> int:
 
 @torch.no_grad()
 def compute_reference_logps(
-    model: torch.nn.Module, collate, examples: list[dict], batch_size: int, device: torch.device, forward_context=None, prefix_sharing: bool = False, progress: bool = False
+    model: torch.nn.Module, collate, examples: list[dict], batch_size: int, device: torch.device, forward_context=None, prefix_sharing: bool | str = False, progress: bool = False
 ) -> torch.Tensor:
     """[len(examples), rows, 2] tensor of (sum, count) of each example's rows under ``model``, in ``examples`` order."""
     # Longest first: batches of similar lengths pad little (see module docstring).
@@ -92,7 +92,7 @@ def compute_reference_logps(
         input_ids, attention_mask, loss_mask = (t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.loss_mask))
         rows = input_ids.shape[0] // len(indices)
         with forward_context() if forward_context is not None else contextlib.nullcontext():
-            layout = pair_layout(model, input_ids, attention_mask, loss_mask) if prefix_sharing and isinstance(batch, PairwiseBatch) else None
+            layout = choose_layout(model, input_ids, attention_mask, loss_mask, prefix_sharing) if isinstance(batch, PairwiseBatch) else None
             logps = shared_completion_logps(model, layout) if layout is not None else completion_logps(model, input_ids, attention_mask, loss_mask)
         # Row k of example i sits at i + k * len(indices) in the collated batch (side-major).
         values = torch.stack([logps.sum, logps.count], dim=-1).float().cpu().view(rows, len(indices), 2).transpose(0, 1)
@@ -183,6 +183,6 @@ def _compute_splits(setup: Any, collate, splits: dict[str, list[dict]]) -> dict[
     return cached
 
 
-def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64, prefix_sharing: bool | None = None) -> str:
+def precompute_reference(module: Any, datamodule: Any, batch_size: int = 64, prefix_sharing: bool | str | None = None) -> str:
     """``precompute`` for an ``AlignmentModule`` (scripts, tests): its ``reference_setup`` says what the pass needs."""
     return precompute(module.reference_setup(batch_size, prefix_sharing), datamodule)

@@ -45,7 +45,7 @@ class ReferenceSetup:
         load_model: Returns a fresh copy of the starting model.
         device: Where to run the pass.
         batch_size: Batch size of the pass (no gradients: larger than training's fits).
-        prefix_sharing: Run pairwise rows prompt-shared, as training does.
+        prefix_sharing: Run pairwise rows prompt-shared, as training does (true / false / auto).
         precision: The trainer's precision (keys the cache).
         forward_context: Zero-argument callable returning the autocast context of training, or None.
         rank: This process's rank; world_size: the number of processes sharing the pass.
@@ -56,7 +56,7 @@ class ReferenceSetup:
     load_model: Callable[[], nn.Module]
     device: torch.device
     batch_size: int = 64
-    prefix_sharing: bool = False
+    prefix_sharing: bool | str = False
     precision: str = "32-true"
     forward_context: Callable[[], Any] | None = None
     rank: int = 0

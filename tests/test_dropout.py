@@ -39,7 +39,7 @@ def test_first_dpo_loss_is_log2_with_dropout_disabled(family_checkpoints, tmp_pa
     checkpoint = family_checkpoints["models"]["gpt2"]
     args = cli_args("lit_align.algorithms.DPO", checkpoint, "lit_align.data.pairwise.PairwiseDataModule", family_checkpoints["data"]["pairwise", "plain"], str(tmp_path))
     args = [a for a in args if a != "lit_align.callbacks.ExportPretrained"]
-    args += ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]", "--model.disable_dropout", str(disable).lower(), "--model.beta", "1.0"]
+    args += ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]", "--model.disable_dropout", str(disable).lower(), "--model.beta", "1.0", "--model.prefix_sharing", "false"]  # pinned, like the TRL comparison it mirrors
     cli = main(args)
     loss = float(cli.trainer.callback_metrics["train/loss"])
     if disable:

@@ -233,9 +233,54 @@ def test_prefix_sharing_is_a_config_option():
 
     parser = ArgumentParser()
     parser.add_class_arguments(DPO, "model")
-    config = parser.parse_args(["--model.prefix_sharing=true"])
-    assert config.model.prefix_sharing is True
-    assert parser.get_defaults().model.prefix_sharing is False  # off by default
+    for given, parsed in (("true", True), ("false", False), ("auto", "auto")):
+        assert parser.parse_args([f"--model.prefix_sharing={given}"]).model.prefix_sharing == parsed
+    assert parser.get_defaults().model.prefix_sharing == "auto"  # auto by default
+
+
+def test_auto_shares_when_prompts_are_at_least_as_long_as_completions():
+    # Equal lengths (P, Y, Y): shared width P + 2Y <= 3/4 of 2 (P + Y) exactly when P >= Y.
+    for prompt, expected in ((4, True), (3, False), (20, True), (0, False)):
+        batch = pair_batch(((prompt, 4, 4), (prompt, 4, 4)))
+        assert prefix_sharing.pays_off(batch[1], batch[2]) is expected, prompt
+    # Padded widths, as the model computes them: one long prompt pays for a short-prompt pair beside it.
+    assert prefix_sharing.pays_off(*pair_batch(((30, 4, 4), (1, 4, 4)))[1:])
+    assert not prefix_sharing.pays_off(*pair_batch(((1, 30, 30), (30, 1, 1)))[1:])
+
+
+def test_auto_decides_per_batch_and_says_once_why_it_is_off(monkeypatch, caplog):
+    import logging
+    import warnings
+
+    monkeypatch.setattr(prefix_sharing, "_announced", set())
+    model = tiny_model("llama")
+    long, short = pair_batch(((9, 2, 3), (6, 3, 1))), pair_batch(((1, 5, 6), (2, 4, 4)))
+    assert prefix_sharing.choose_layout(model, *long, "auto") is not None
+    assert prefix_sharing.choose_layout(model, *short, "auto") is None
+    assert prefix_sharing.choose_layout(model, *short, True) is not None  # true shares whatever the lengths
+    assert prefix_sharing.choose_layout(model, *long, False) is None
+    model.config._attn_implementation = "flash_attention_2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto is quiet per batch: the reason is said at start-up instead
+        assert prefix_sharing.choose_layout(model, *long, "auto") is None
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            prefix_sharing.announce(model, "auto")
+    said = [r.getMessage() for r in caplog.records if "prefix_sharing auto" in r.getMessage()]
+    assert len(said) == 1 and "off (attention implementation 'flash_attention_2'" in said[0]
+
+
+def test_prefix_sharing_setting_is_checked_through_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    command = [sys.executable, "-m", "lit_align", "fit", "--config", f"{REPO}/configs/dpo.yaml", "--model.init_args.model=embedded:micro", "--data.init_args.model=embedded:micro", "--model.init_args.prefix_sharing=sometimes"]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "prefix_sharing: 'sometimes' is not a setting; use true" in proc.stderr and "false" in proc.stderr and "auto" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_long_prompt_workload_has_prompts_at_least_three_times_the_completions(tmp_path):

@@ -159,7 +159,7 @@ class AlignmentModule(StageMetrics, LightningModule):
         if not self._connected:
             self.connect(self.trainer.datamodule)
 
-    def reference_setup(self, batch_size: int | None = None, prefix_sharing: bool | None = None) -> ReferenceSetup:
+    def reference_setup(self, batch_size: int | None = None, prefix_sharing: bool | str | None = None) -> ReferenceSetup:
         """What the reference mode's set-up pass needs from this module and its trainer, passed explicitly."""
         trainer = self._trainer  # None outside fit/validate (scripts, tests)
         return ReferenceSetup(
@@ -168,7 +168,7 @@ class AlignmentModule(StageMetrics, LightningModule):
             load_model=self.load_start_model,
             device=self.device,
             batch_size=self.hparams.reference_batch_size if batch_size is None else batch_size,
-            prefix_sharing=bool(getattr(self, "prefix_sharing", False)) if prefix_sharing is None else prefix_sharing,
+            prefix_sharing=getattr(self, "prefix_sharing", False) if prefix_sharing is None else prefix_sharing,
             precision=str(trainer.precision) if trainer is not None else "32-true",
             forward_context=trainer.precision_plugin.forward_context if trainer is not None else None,
             rank=trainer.global_rank if trainer is not None else 0,

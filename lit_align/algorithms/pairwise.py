@@ -10,7 +10,7 @@ from lit_align.algorithms.base import AlignmentModule
 from lit_align.data.batches import PairwiseBatch
 from lit_align.metrics import PreferenceMetrics
 from lit_align.ops import SequenceLogps
-from lit_align.prefix_sharing import pair_layout
+from lit_align.prefix_sharing import announce, check_setting, choose_layout
 
 
 class PairLogps(NamedTuple):
@@ -45,14 +45,25 @@ class PairwiseAlignmentModule(AlignmentModule):
             the rejected tokens from seeing the chosen ones, so the prompt is computed once per pair
             (Wang et al. 2024, arXiv 2410.20305; ``lit_align.prefix_sharing``). Same log-probs as the
             usual 2B-row forward up to float rounding; applies to the policy and to the live, adapter
-            and precomputed reference. Pays off with long prompts. Models whose attention cannot take
-            the custom mask fall back to the usual forward with one warning.
+            and precomputed reference. ``auto`` (default): share a batch when the model's attention
+            takes the mask (sdpa, eager; flex_attention on CUDA) and the shared rows hold at most 3/4
+            of the unshared token positions (prompts about as long as the completions or longer);
+            what it decided, and why, is said once at start-up. ``true``: share every batch (models whose attention cannot take
+            the mask fall back to the usual forward with one warning). ``false``: never.
         **kwargs: See ``AlignmentModule``.
     """
 
-    def __init__(self, *args: Any, prefix_sharing: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, prefix_sharing: bool | str = "auto", **kwargs: Any) -> None:
+        self.prefix_sharing = check_setting(prefix_sharing)  # before the model loads: a typo fails fast
         super().__init__(*args, **kwargs)
-        self.prefix_sharing = prefix_sharing
+
+    def on_fit_start(self) -> None:
+        announce(self.policy.policy, self.prefix_sharing)  # here, not in setup: the model is on its device now
+        super().on_fit_start()
+
+    def on_validation_start(self) -> None:
+        announce(self.policy.policy, self.prefix_sharing)
+        super().on_validation_start()
 
     def configure_metrics(self) -> PreferenceMetrics:
         return PreferenceMetrics()
@@ -61,7 +72,7 @@ class PairwiseAlignmentModule(AlignmentModule):
         n = batch.num_pairs
         rows = (batch.input_ids, batch.attention_mask, batch.loss_mask)
         # One layout serves the policy and the live reference: same architecture, same rows.
-        layout = pair_layout(self.policy.policy, *rows) if self.prefix_sharing else None
+        layout = choose_layout(self.policy.policy, *rows, self.prefix_sharing)
         policy = _halves(self.policy.policy_logps(*rows, layout=layout), n)
         if not self.policy.has_reference:
             return PairLogps(*policy, None, None)
