@@ -34,12 +34,13 @@ def plot_frontier(path: str, results: list[dict], curves: dict, table: dict, tit
     grid = sorted(set([0.0] + [edge * i / 60 for i in range(1, 61)] + list(MATCHED_KL)))
     seeds = len({r["seed"] for r in results})
     fig, ax = plt.subplots(figsize=(10, 6))
-    colors = plt.get_cmap("tab20")
+    colors = plt.get_cmap("tab10")
     series = [(m, {kl: frontier(results, m, kl) for kl in grid}) for m in methods_of(results)]
     if curves:
         series.append((BEST_OF_N, {kl: bon_frontier(curves, kl) for kl in grid}))
     for i, (method, per_kl) in enumerate(series):
-        color = "black" if method == BEST_OF_N else colors(i % 20)
+        # Ten distinct colours, then the same colours dashed: tab20's paired shades are hard to tell apart.
+        color = "black" if method == BEST_OF_N else colors(i % 10)
         finals = [r for r in results if r["method"] == method]
         inside = [r for r in finals if r["kl"] <= edge]
         ax.scatter([r["kl"] for r in inside], [r["reward"] for r in inside], s=10, color=color, alpha=0.35, linewidths=0)
@@ -47,7 +48,7 @@ def plot_frontier(path: str, results: list[dict], curves: dict, table: dict, tit
         xs, means, halves = band(per_kl, seeds)
         if not xs:
             continue
-        style = dict(linestyle="--", linewidth=2) if method == BEST_OF_N else dict(linewidth=1.5)
+        style = dict(linestyle="--", linewidth=2) if method == BEST_OF_N else dict(linewidth=1.5, linestyle="-" if i < 10 else "-.")
         ax.plot(xs, means, color=color, label=method, **style)
         ax.fill_between(xs, [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)], color=color, alpha=0.15, linewidth=0)
         marks = [(kl, *mean_ci(table[method][kl].values())[:2]) for kl in MATCHED_KL if method in table and len(table[method][kl]) >= 2]
