@@ -3,6 +3,8 @@ per-token log-probs, sums, gradients and DPO trajectory of the usual 2B-row forw
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -277,7 +279,8 @@ def test_prefix_sharing_setting_is_checked_through_the_cli(tmp_path):
     from tests.conftest import REPO
 
     command = [sys.executable, "-m", "lit_align", "fit", "--config", f"{REPO}/configs/dpo.yaml", "--model.init_args.model=embedded:micro", "--data.init_args.model=embedded:micro", "--model.init_args.prefix_sharing=sometimes"]
-    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # The repository on the path, as the other CLI tests put it: the subprocess runs from tmp_path.
+    proc = subprocess.run(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "prefix_sharing: 'sometimes' is not a setting; use true" in proc.stderr and "false" in proc.stderr and "auto" in proc.stderr
     assert "Traceback" not in proc.stderr
