@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 
 from experiments.compare.plan import Run
+from experiments.compare.stats import bon_reward_at
 from lit_align.utils.scalars import read_scalars
 
 EVAL_TAGS = ("eval/reward", "eval/kl", "eval/length")
@@ -58,30 +58,12 @@ def best_of_n_curve(model_path: str, prompts: list[str], ns: list[int], max_new_
     return [{"n": n, "kl": analytic_bon_kl(n), "kl_ties": empirical_bon_kl(rewards, n).mean().item(), "reward": expected_best_of_n(rewards, n).mean().item()} for n in ns]
 
 
-def bon_reward_at(kl: float, curve: list[dict]) -> float | None:
-    """Best-of-N reward at ``kl`` on ``curve`` (linear between its points, KL = log N - (N-1)/N);
-    None past its last point."""
-    points = sorted((b["kl"], b["reward"]) for b in curve)
-    if kl > points[-1][0]:
-        return None
-    for (k0, r0), (k1, r1) in zip(points, points[1:]):
-        if kl <= k1:
-            return r0 + (r1 - r0) * (max(kl, k0) - k0) / (k1 - k0)
-    return points[0][1]
-
-
 def gap_to_best_of_n(result: dict, curves: dict[int, list[dict]]) -> float | None:
     """Final reward minus Best-of-N's reward at the same KL, on the curve of the run's OWN seed
     (its held-out prompts); None past the curve's last point."""
     curve = curves.get(result["seed"]) or curves.get(str(result["seed"]))
     at = bon_reward_at(result["kl"], curve) if curve else None
     return None if at is None else result["reward"] - at
-
-
-def mean_curve(curves: dict[int, list[dict]]) -> list[dict]:
-    """The seeds' Best-of-N curves averaged point by point (same N list)."""
-    per_seed = list(curves.values())
-    return [{**points[0], "reward": statistics.fmean(p["reward"] for p in points), "kl_ties": statistics.fmean(p.get("kl_ties", float("nan")) for p in points)} for points in zip(*per_seed)]
 
 
 def save_json(path: str, data) -> None:

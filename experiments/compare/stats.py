@@ -72,15 +72,22 @@ def frontier(results: list[dict], method: str, kl: float) -> dict[int, float]:
     return best
 
 
+def bon_reward_at(kl: float, curve: list[dict]) -> float | None:
+    """Best-of-N reward at ``kl`` on one seed's ``curve`` (linear between its points, KL = log N -
+    (N-1)/N; its first point's reward below it); None past its last point."""
+    points = sorted((b["kl"], b["reward"]) for b in curve)
+    if kl > points[-1][0]:
+        return None
+    for (k0, r0), (k1, r1) in zip(points, points[1:]):
+        if kl <= k1:
+            return r0 + (r1 - r0) * (max(kl, k0) - k0) / (k1 - k0)
+    return points[0][1]
+
+
 def bon_frontier(curves: dict, kl: float) -> dict[int, float]:
-    """Per seed, Best-of-N's reward at ``kl`` (linear between N on log N − (N−1)/N); none past N = max."""
-    out = {}
-    for seed, curve in curves.items():
-        points = sorted((b["kl"], b["reward"]) for b in curve)
-        value = reward_at_kl([(i, k, r) for i, (k, r) in enumerate(points)], kl, start_kl=points[0][0])
-        if value is not None:
-            out[int(seed)] = value
-    return out
+    """Per seed, Best-of-N's reward at ``kl`` (``bon_reward_at``); none past N = max."""
+    at = {int(seed): bon_reward_at(kl, curve) for seed, curve in curves.items()}
+    return {seed: value for seed, value in at.items() if value is not None}
 
 
 def paired_difference(a: dict[int, float], b: dict[int, float]) -> tuple[float, float | None, int]:

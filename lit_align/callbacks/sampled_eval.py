@@ -201,15 +201,15 @@ class SampledEvaluation(Callback):
         ``final``: with the final evaluation's prompts and samples.
         """
         tokenizer = datamodule.tokenizer
-        per_prompt = self.final_samples_per_prompt if final else self.samples_per_prompt
+        k = self.final_samples_per_prompt if final else self.samples_per_prompt
         held_out = self.held_out_prompts(datamodule, self.final_num_prompts if final else self.num_prompts)
         if not held_out:  # plain-text SFT without a BOS: every prompt is empty, there is nothing to continue
             rank_zero_info("lit_align: SampledEvaluation skipped: the validation data has no non-empty prompt to sample from (plain text)")
             return {}
         texts, prompt_ids = zip(*held_out)
         was_training = policy.training
-        samples = sample_completions(policy, tokenizer, list(prompt_ids), per_prompt, self.max_new_tokens, seed=self.seed)
-        prompts = [p for p in prompt_ids for _ in range(per_prompt)]
+        samples = sample_completions(policy, tokenizer, list(prompt_ids), k, self.max_new_tokens, seed=self.seed)
+        prompts = [p for p in prompt_ids for _ in range(k)]
         completions = [c for per_prompt in samples for c in per_prompt]
         result = {"eval/length": sum(map(len, completions)) / len(completions)}
         reward = self.reward_for(datamodule)
@@ -229,7 +229,7 @@ class SampledEvaluation(Callback):
             with reference_scope(reference) as reference_model:
                 kl = kl_k1(policy_logps, sequence_logps_of(reference_model, prompts, completions, pad))
             result["eval/kl"] = kl.mean().item()
-            result["eval/kl_se"] = standard_error(kl.view(len(prompt_ids), per_prompt))
+            result["eval/kl_se"] = standard_error(kl.view(len(prompt_ids), k))
         policy.train(was_training)
         return result
 

@@ -232,9 +232,8 @@ class AlignmentDataModule(RowEncoding, LightningDataModule):
         counts = self.report_metrics()
         for logger in trainer.loggers:
             # TensorBoard: one text panel, not a page of one-point charts in front of the training curves.
-            add_text = getattr(getattr(logger, "experiment", None), "add_text", None) if isinstance(logger, TensorBoardLogger) else None
-            if add_text is not None:
-                add_text("data/report", report_table(counts), 0)
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("data/report", report_table(counts), 0)
             else:
                 logger.log_metrics(counts, step=0)
             logger.log_hyperparams({"data_report": " | ".join(r.summary() for r in self.reports.values())})
