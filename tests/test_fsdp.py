@@ -74,6 +74,10 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
         torch.save({k: v for k, v in gathered.items() if k.startswith("pair.policy.")}, out + ".policy.pt")
         with open(out, "w") as f:
             json.dump({"full": full, "local": local, "units": units, "at_init": at_init, "after": after}, f)
+    # Both ranks leave together: a rank that tears gloo down while its peer is still inside a
+    # collective or still connected can abort ("terminate called without an active exception",
+    # seen once in CI as SIGABRT of rank 1).
+    dist.barrier()
     dist.destroy_process_group()
 
 
