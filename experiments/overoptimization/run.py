@@ -209,6 +209,9 @@ def optimise(sft: str, proxies: dict[str, str], out: str, budget: Budget, jobs: 
             say(f"[{i}/{len(todo)}] {run.name} ...")
             finished(i, run, args, done, execute(run, args, points, threads))
     else:
+        import torch
+
+        torch.set_num_threads(1)  # ``meanwhile`` shares the cores with the workers: one thread, not oversubscription
         with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(execute, run, args, points, threads): (run, args, done) for run, args, points, done in todo}
             side = meanwhile() if meanwhile else None
