@@ -1,7 +1,9 @@
 """The command line as a user meets it: a bad input prints `lit_align: error: <one paragraph>` and
 exits non-zero, without a traceback (unless --debug / LIT_ALIGN_DEBUG=1); real bugs keep theirs.
 
-Each bad input runs `python -m lit_align` in a subprocess (about 10 s of imports each)."""
+A few bad inputs run `python -m lit_align` in a subprocess (about 10 s of imports each): the first error
+a new user meets, the offline hub lookup, and the output folders. The others go through ``cli_main``
+in-process, the function `python -m lit_align` calls, which prints the same paragraph and exit status."""
 
 from __future__ import annotations
 
@@ -21,6 +23,11 @@ DPO = os.path.join(REPO, "configs", "dpo.yaml")
 SMALL = ["--model.init_args.model=embedded:micro", "--data.init_args.num_val_examples=4", "--trainer.max_steps=1",
          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 ROWS = [{"prompt": f"review {i} :", "completion": "the food was good"} for i in range(40)]
+
+
+@pytest.fixture(autouse=True)
+def _errors_without_traceback(monkeypatch):
+    monkeypatch.delenv("LIT_ALIGN_DEBUG", raising=False)  # the in-process cases read it as the subprocess would
 
 
 def run_lit_align(cwd, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -54,9 +61,10 @@ def test_missing_start_model_names_the_command_that_creates_it(tmp_path):
     assert not os.path.exists(tmp_path / "runs" / "dpo")  # a failed start leaves no empty version_N
 
 
-def test_missing_checkpoint_path(tmp_path):
-    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, "--data.init_args.num_examples=16", "--ckpt_path=nowhere/last.ckpt")
-    assert_one_paragraph(result, "--ckpt_path 'nowhere/last.ckpt' does not exist")
+def test_missing_checkpoint_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_in_process(capsys, "--config", SFT, *SMALL, "--data.init_args.num_examples=16", "--ckpt_path=nowhere/last.ckpt")
+    one_paragraph(code, err, "--ckpt_path 'nowhere/last.ckpt' does not exist")
     assert not os.path.exists(tmp_path / "runs" / "sft")
 
 
@@ -65,41 +73,46 @@ def test_dataset_not_available_offline(tmp_path):
     assert_one_paragraph(result, "no-such-user/no-such-dataset", "available offline")
 
 
-def test_max_length_beyond_the_model_positions(tmp_path):
+def test_max_length_beyond_the_model_positions(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     data = write_jsonl(tmp_path / "sft.jsonl", ROWS)
-    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={data}", "--data.init_args.max_length=4096")
-    assert_one_paragraph(result, "max_length=4096", "max_position_embeddings")
+    code, _, err = run_in_process(capsys, "--config", SFT, *SMALL, f"--data.init_args.dataset={data}", "--data.init_args.max_length=4096")
+    one_paragraph(code, err, "max_length=4096", "max_position_embeddings")
 
 
-def test_fewer_rows_than_batch_size(tmp_path):
+def test_fewer_rows_than_batch_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     data = write_jsonl(tmp_path / "sft.jsonl", ROWS[:6])
-    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={data}", "--data.init_args.val_split=null",
-                           "--data.init_args.batch_size=32")
-    assert_one_paragraph(result, "batch_size")
+    code, _, err = run_in_process(capsys, "--config", SFT, *SMALL, f"--data.init_args.dataset={data}", "--data.init_args.val_split=null",
+                                  "--data.init_args.batch_size=32")
+    one_paragraph(code, err, "batch_size")
 
 
-def test_malformed_jsonl_line(tmp_path):
+def test_malformed_jsonl_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "sft.jsonl"
     path.write_text(json.dumps(ROWS[0]) + '\n{"prompt": "a", completion\n')
-    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={path}")
-    assert_one_paragraph(result, "sft.jsonl: could not parse the file")
+    code, _, err = run_in_process(capsys, "--config", SFT, *SMALL, f"--data.init_args.dataset={path}")
+    one_paragraph(code, err, "sft.jsonl: could not parse the file")
     assert not (tmp_path / "runs" / "sft").exists()  # the failed start's version_N is removed again
-    # On request, the traceback: the flag is stripped before LightningCLI sees it.
-    debug = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={path}", "--debug")
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
+    # On request, the exception itself (with its traceback): the flag is stripped before LightningCLI sees it.
+    with pytest.raises(DataError, match="could not parse the file"):
+        cli_main(["fit", "--config", SFT, *SMALL, f"--data.init_args.dataset={path}", "--debug"])
 
 
-def test_completion_that_is_an_int(tmp_path):
+def test_completion_that_is_an_int(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     data = write_jsonl(tmp_path / "sft.jsonl", ROWS[:20] + [{"prompt": "review :", "completion": 7}] + ROWS[20:])
-    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={data}")
-    assert_one_paragraph(result, "sft.jsonl", "completion", "int")
+    code, _, err = run_in_process(capsys, "--config", SFT, *SMALL, f"--data.init_args.dataset={data}")
+    one_paragraph(code, err, "sft.jsonl", "completion", "int")
 
 
-def test_file_that_is_not_utf8(tmp_path):
+def test_file_that_is_not_utf8(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "sft.jsonl"
     path.write_bytes(b"".join(json.dumps(row).encode() + b"\n" for row in ROWS) + '{"prompt": "caf\u00e9", "completion": "x"}\n'.encode("latin-1"))
-    result = run_lit_align(tmp_path, "--config", SFT, *SMALL, f"--data.init_args.dataset={path}")
-    assert_one_paragraph(result, "UTF-8")
+    code, _, err = run_in_process(capsys, "--config", SFT, *SMALL, f"--data.init_args.dataset={path}")
+    one_paragraph(code, err, "UTF-8")
 
 
 # ----- in-process: what is and is not a user error ---------------------------------------------
@@ -187,12 +200,13 @@ def one_paragraph(code: int, err: str, *expected: str) -> str:
     return assert_one_paragraph(subprocess.CompletedProcess([], code, "", err), *expected)
 
 
-def test_yaml_syntax_error_names_the_file(tmp_path):
+def test_yaml_syntax_error_names_the_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     config = tmp_path / "recipe.yaml"
     config.write_text("model:\n  class_path: lit_align.algorithms.SFT\n   init_args: [\n")
-    result = run_lit_align(tmp_path, "--config", SFT, "--config", str(config))
-    message = assert_one_paragraph(result, f"--config {config}: YAML syntax error at line 3, column 13")
-    assert "<unicode string>" not in result.stderr, message
+    code, _, err = run_in_process(capsys, "--config", SFT, "--config", str(config))
+    message = one_paragraph(code, err, f"--config {config}: YAML syntax error at line 3, column 13")
+    assert "<unicode string>" not in err, message
 
 
 @pytest.mark.parametrize("lr, why", [("-0.1", "a negative one climbs the loss"), ("0", "at 0 the weights never change")])

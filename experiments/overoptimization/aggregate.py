@@ -129,10 +129,16 @@ class FitSummary:
     how: str
     peaks: list[float | None]  # per seed (RL) or per bootstrap resample (Best-of-N), None: no peak
 
-    def peak_words(self) -> str:
+    def peak_words(self, reached: float) -> str:
+        """How many per-seed fits (or resamples) peak, and how many of those inside the measured range."""
         found = [p for p in self.peaks if p is not None]
-        return f"{len(found)}/{len(self.peaks)} {'seeds' if self.how.startswith('seeds') else 'resamples'} peak" + (
-            f" (median d = {float(np.median(found)):.2f})" if found else "")
+        inside = [p for p in found if p <= reached]
+        unit = "seeds" if self.how.startswith("seeds") else "resamples"
+        return f"{len(found)}/{len(self.peaks)} {unit}, {len(inside)} inside the range" + (f" (median d = {float(np.median(inside)):.2f})" if inside else "")
+
+    def turns_in_range(self, reached: float) -> bool:
+        """A fitted turn-down the data support: beta's interval above 0 and the pooled peak within the d reached."""
+        return self.beta[0] > 0 and self.pooled.peak is not None and self.pooled.peak <= reached
 
 
 def _interval(values: list[float]) -> tuple[float, float]:

@@ -17,7 +17,8 @@ MARKERS = {"bon": "o", "bond": "s", "online_dpo": "^", "offline_dpo": "v", "rloo
 
 
 def plot(path: str, proxy: str, description: str, bon: list[dict], gold_bon: list[dict], runs: dict[str, Curve], fits: dict) -> bool:
-    """Gold (left) and proxy (right) against d: each curve's seed mean, a band of its 95% interval of gold."""
+    """Three panels: gold against training step (seed mean, 95% band: where a turn shows), gold against d
+    (95% error bars, Best-of-N, dashed fits), proxy against d."""
     try:
         import matplotlib
 
@@ -26,30 +27,37 @@ def plot(path: str, proxy: str, description: str, bon: list[dict], gold_bon: lis
     except ImportError:
         print("overoptimization: matplotlib is missing (pip install 'lit_align[plot]'); skipping the figures")
         return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
-    line = left.plot([b["d"] for b in bon], [b["gold"] for b in bon], "o-", ms=4, lw=1, label="Best-of-N (proxy picks)")[0]
-    right.plot([b["d"] for b in bon], [b["proxy"] for b in bon], "o-", ms=4, lw=1, color=line.get_color())
-    if "bon" in fits:
-        grid = np.linspace(0, bon[-1]["d"], 50)
-        left.plot(grid, fits["bon"].pooled(grid), "--", lw=0.8, color=line.get_color())
+    fig, (steps, left, right) = plt.subplots(1, 3, figsize=(13, 4), dpi=80)
+    colour = {}
     for name, curve in runs.items():
         mean = curve.mean()
+        step = np.array([m["step"] for m in mean])
         d = np.array([m["d"] for m in mean])
         gold = np.array([m["gold"] for m in mean])
         half = np.array([m["gold_ci"] or 0.0 for m in mean])
-        label = f"{curve.method} ({len(curve.seeds)} seeds)"
-        line = left.plot(d, gold, MARKERS.get(curve.method, "x") + "-", ms=4, lw=1, label=label)[0]
-        left.fill_between(d, gold - half, gold + half, color=line.get_color(), alpha=0.15, lw=0)
-        right.plot(d, [m["proxy"] for m in mean], MARKERS.get(curve.method, "x") + "-", ms=4, lw=1, color=line.get_color())
+        marker = MARKERS.get(curve.method, "x") + "-"
+        line = steps.plot(step, gold, marker, ms=4, lw=1, label=f"{curve.method} ({len(curve.seeds)} seeds)")[0]
+        colour[name] = line.get_color()
+        steps.fill_between(step, gold - half, gold + half, color=colour[name], alpha=0.15, lw=0)
+        left.errorbar(d, gold, yerr=half, fmt=marker, ms=4, lw=1, elinewidth=0.6, capsize=2, color=colour[name])
+        right.plot(d, [m["proxy"] for m in mean], marker, ms=4, lw=1, color=colour[name])
         if name in fits:
             grid = np.linspace(0, d.max(), 50)
-            left.plot(grid, fits[name].pooled(grid), "--", lw=0.8, color=line.get_color())
+            left.plot(grid, fits[name].pooled(grid), "--", lw=0.8, color=colour[name])
+    line = left.plot([b["d"] for b in bon], [b["gold"] for b in bon], "o-", ms=4, lw=1.5, color="black", label="Best-of-N (proxy picks)")[0]
+    right.plot([b["d"] for b in bon], [b["proxy"] for b in bon], "o-", ms=4, lw=1.5, color="black")
+    if "bon" in fits:
+        grid = np.linspace(0, bon[-1]["d"], 50)
+        left.plot(grid, fits["bon"].pooled(grid), "--", lw=0.8, color="black")
     left.plot([p["d"] for p in gold_bon], [p["gold"] for p in gold_bon], "k:", lw=1, label="Best-of-N (gold picks)")
-    left.axhline(0, color="grey", lw=0.5)
-    left.set(xlabel="d = sqrt(KL(pi || SFT))", ylabel="gold reward − SFT's", title="gold (lexicon): seed mean, 95% band")
-    right.set(xlabel="d = sqrt(KL(pi || SFT))", ylabel="proxy reward − SFT's", title=f"proxy {proxy}")
-    left.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{proxy}: {description} (dashed: Gao et al. fits)", fontsize=9)
+    for axis in (steps, left):
+        axis.axhline(0, color="grey", lw=0.5)
+    steps.set(xlabel="training step", ylabel="gold reward − SFT's", title="gold by step: seed mean, 95% band")
+    left.set(xlabel="d = sqrt(KL(pi || SFT))", ylabel="gold reward − SFT's", title="gold by d (dashed: Gao et al. fits)")
+    right.set(xlabel="d = sqrt(KL(pi || SFT))", ylabel="proxy reward − SFT's", title=f"proxy {proxy} by d")
+    steps.legend(fontsize=7, loc="lower right")
+    left.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{proxy}: {description}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -154,12 +162,15 @@ def write_report(folder: str, budget: Budget, quality: dict, pool: dict, dpo_inf
     lines += ["", "## Fits (gold − SFT against d; least squares, no intercept)", "",
               "Pooled: one fit on every point (all seeds). Intervals: 95%, over per-seed fits (t) for the optimisation runs, "
               "a bootstrap over prompts for Best-of-N.", "",
-              "| proxy | method | form | α (pooled) | α interval | β (pooled) | β interval | R² | fitted peak d (pooled) | peaks found | largest d reached |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "A fitted turn is one the data support: β's interval above 0 and the pooled fit's peak within the largest d reached. "
+              "Peaks far beyond the range (β near 0) are not forecasts and are shown as such.", "",
+              "| proxy | method | form | α (pooled) | α interval | β (pooled) | β interval | R² | fitted peak d (pooled) | per-seed / resampled fits that peak | largest d reached | fitted turn in range? |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, method, form, s, reached in fit_rows:
         f = s.pooled
-        peak = "none (β ≤ 0)" if f.peak is None else f"{f.peak:.2f}"
-        lines.append(f"| {name} | {method} | {form} | {f.alpha:.4f} | {_ci(s.alpha)} | {f.beta:.4f} | {_ci(s.beta)} | {f.r2:.3f} | {peak} | {s.peak_words()} | {reached:.2f} |")
+        peak = "none (β ≤ 0)" if f.peak is None else f"{f.peak:.2f}" if f.peak <= 3 * reached else f"beyond 3x the range ({3 * reached:.1f})"
+        lines.append(f"| {name} | {method} | {form} | {f.alpha:.4f} | {_ci(s.alpha)} | {f.beta:.4f} | {_ci(s.beta)} | {f.r2:.3f} | {peak} | {s.peak_words(reached)} | {reached:.2f} | "
+                     f"{'yes' if s.turns_in_range(reached) else 'no'} |")
     lines += ["", "## Curves", ""] + tables + cost_table(cache or folder, results)
     path = os.path.join(folder, "results.md")
     with open(path, "w") as f:

@@ -34,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, REPO)  # run as a script from anywhere
 
+from experiments.compare.machine import LoadMonitor, cpu_model  # noqa: E402
 from experiments.overoptimization.plan import QUICK, Budget, Run, proxy_args, run_args, runs, sft_args  # noqa: E402
 
 BEGAN = time.perf_counter()
@@ -234,8 +235,8 @@ def main(argv: list[str] | None = None) -> dict:
     budget = QUICK if args.quick else Budget()
     out = os.path.abspath(args.out or os.path.join("outputs", "overoptimization_quick" if args.quick else "overoptimization"))
     jobs = args.jobs or (1 if args.quick else 2)
-    load_start, cpu_start = os.getloadavg()[0], time.process_time()
-    say(f"output {out}; {len(budget.proxies)} proxies, {len(runs(budget))} optimisation runs; 1-minute load average {load_start:.1f} on {os.cpu_count()} core(s)")
+    monitor = LoadMonitor().__enter__()
+    say(f"output {out}; {len(budget.proxies)} proxies, {len(runs(budget))} optimisation runs; 1-minute load average {monitor.samples[0]:.1f} on {os.cpu_count()} core(s)")
 
     from lit_align.modeling import is_embedded
 
@@ -252,13 +253,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     from experiments.overoptimization.report import write_report
 
-    wall = time.perf_counter() - BEGAN
-    cpu_runs = sum(r["cpu_seconds"] for r in results.values())
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPU core(s); 1-minute load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. "
-               f"This call: {wall / 60:.1f} min wall (pieces finished earlier are reused, not re-timed); CPU time of the optimisation runs when they trained: {cpu_runs / 60:.1f} min (main process this call: {(time.process_time() - cpu_start) / 60:.1f} min)")
-    command = "python experiments/overoptimization/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = write_report(args.results or out, budget, quality, pool, dpo_info, results, command.strip(), machine, cache=out)
-    say(f"done in {wall / 60:.1f} min: {report['results_md']}" + "".join(f", {f}" for f in report["figures"]))
+    monitor.__exit__()
+    call = monitor.summary()
+    command = ("python experiments/overoptimization/run.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    trained = sum(not r["reused"] for r in results.values())
+    timing = os.path.join(out, "study_call.json")
+    if trained or not os.path.exists(timing):
+        # The call that trained the runs: a later call that only rebuilds the report still cites it.
+        save(timing, {**call, "command": command, "trained_runs": trained, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                      "cpu": cpu_model(), "cores": os.cpu_count(), "runs_cpu_seconds": sum(r["cpu_seconds"] for r in results.values() if not r["reused"])})
+    first = load(timing)
+    machine = (f"{first['cpu']} ({platform.machine()}), {first['cores']} CPU core(s), {first['date']}. The call that trained {first['trained_runs']} of the "
+               f"{len(results)} runs (`{first['command']}`) took {first['wall_seconds'] / 60:.1f} min wall and {first['cpu_seconds'] / 60:.1f} min CPU "
+               f"(this process and its workers; the runs alone {first['runs_cpu_seconds'] / 60:.1f} min); 1-minute load average {first['load_start']:.1f} at its start, "
+               f"mean {first['load_mean']:.1f}, max {first['load_max']:.1f}" + (f". {first['note']}" if first.get("note") else ""))
+    report = write_report(args.results or out, budget, quality, pool, dpo_info, results, command, machine, cache=out)
+    say(f"done in {call['wall_seconds'] / 60:.1f} min: {report['results_md']}" + "".join(f", {f}" for f in report["figures"]))
     return {**report, "out": out, "quality": quality, "pool": pool, "results": results}
 
 
