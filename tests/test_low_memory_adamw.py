@@ -41,6 +41,16 @@ def test_fp32_moments_are_exactly_torch_adamw():
     assert all(torch.equal(a, b) for a, b in zip(reference.parameters(), ours.parameters()))
 
 
+def test_large_parameters_are_updated_in_slices_with_the_same_values(monkeypatch):
+    import lit_align.optim.low_memory_adamw as module
+
+    monkeypatch.setattr(module, "CHUNK", 100)  # the 16x32 and 32x4 weights (512 and 128 values) are sliced
+    reference, ours = regression_model(), regression_model()
+    train(reference, torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.1, foreach=False), 5)
+    train(ours, LowMemoryAdamW(ours.parameters(), lr=1e-2, weight_decay=0.1, state_dtype="float32"), 5)
+    assert all(torch.equal(a, b) for a, b in zip(reference.parameters(), ours.parameters()))
+
+
 @pytest.mark.parametrize("stochastic_rounding", [True, False])
 def test_bf16_moments_stay_within_half_a_percent_of_torch_adamw_over_20_steps(stochastic_rounding):
     # Stated tolerance: over 20 steps of lr 1e-2 each weight tensor's distance from torch's AdamW is

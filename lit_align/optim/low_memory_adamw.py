@@ -30,6 +30,7 @@ import torch
 
 MOMENTS = ("exp_avg", "exp_avg_sq")  # torch.optim.AdamW's names, so its state dicts load here and back
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+CHUNK = 1 << 20  # elements updated at a time in a large parameter (step_parameter)
 
 
 def stochastic_round_to_bf16(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -41,7 +42,7 @@ def stochastic_round_to_bf16(x: torch.Tensor, generator: torch.Generator) -> tor
     """
     bits = x.contiguous().view(torch.int32)
     noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, device=x.device, generator=generator)
-    return ((bits + noise) & -65536).view(torch.float32).to(torch.bfloat16)  # low bits zero: the cast is exact
+    return noise.add_(bits).bitwise_and_(-65536).view(torch.float32).to(torch.bfloat16)  # low bits zero: the cast is exact
 
 
 class LowMemoryAdamW(torch.optim.Optimizer):
@@ -112,23 +113,32 @@ class LowMemoryAdamW(torch.optim.Optimizer):
             state["step"] = torch.tensor(0.0)
             for name in MOMENTS:
                 state[name] = torch.zeros_like(param, dtype=self.state_dtype, memory_format=torch.preserve_format)
+        state["step"] += 1
+        tensors = (param, param.grad, state["exp_avg"], state["exp_avg_sq"])
+        if param.numel() <= CHUNK or not all(t.is_contiguous() for t in tensors):
+            return self._update(*tensors, group, state["step"].item())
+        # The update is elementwise, so slices give the same values while the fp32 temporaries stay a
+        # few MB instead of several copies of the largest weight (the LM head, at the peak of backward).
+        flat = [t.view(-1) for t in tensors]
+        for start in range(0, param.numel(), CHUNK):
+            self._update(*(t[start : start + CHUNK] for t in flat), group, state["step"].item())
+
+    def _update(self, param, grad, exp_avg_stored, exp_avg_sq_stored, group: dict[str, Any], step: float) -> None:
         lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         # Work in fp32: for fp32 parameters and state these are the stored tensors themselves (no copy).
-        weights = param if param.dtype == torch.float32 else param.float()
-        grad = param.grad if param.grad.dtype == torch.float32 else param.grad.float()
-        exp_avg, exp_avg_sq = (state[name].float() for name in MOMENTS)
-        state["step"] += 1
+        weights, grad = param.float(), grad.float()
+        exp_avg, exp_avg_sq = exp_avg_stored.float(), exp_avg_sq_stored.float()
         if weight_decay != 0:
             weights.mul_(1 - lr * weight_decay)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step = state["step"].item()
-        step_size = lr / (1 - beta1**step)
-        denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(eps)
-        weights.addcdiv_(exp_avg, denom, value=-step_size)
+        self._store(exp_avg_stored, exp_avg, self.stochastic_rounding)
+        self._store(exp_avg_sq_stored, exp_avg_sq, self.stochastic_rounding)
+        # torch's AdamW: (sqrt(v) / sqrt(1 - β2^t)) + ε, here in place where v is a temporary copy.
+        denom = exp_avg_sq.sqrt() if exp_avg_sq is exp_avg_sq_stored else exp_avg_sq.sqrt_()
+        denom.div_((1 - beta2**step) ** 0.5).add_(eps)
+        weights.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
         self._store(param, weights, stochastic=False)  # low-precision weights round to nearest, as torch's AdamW
-        self._store(state["exp_avg"], exp_avg, self.stochastic_rounding)
-        self._store(state["exp_avg_sq"], exp_avg_sq, self.stochastic_rounding)
 
     def state_dict(self) -> dict[str, Any]:
         saved = super().state_dict()
