@@ -4,12 +4,15 @@ ever alive, and a one-paragraph refusal of what it cannot honour (global-norm cl
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
+import pytest
 import torch
 from lightning import Callback, Trainer
 
 from lit_align.optim import LowMemoryAdamW
-from lit_align.optim.in_backward import OptimizerInBackward
+from lit_align.errors import ConfigError
+from lit_align.optim.in_backward import OptimizerInBackward, check_optimizer_in_backward
 from tests.conftest import REPO, run_cli
 from tests.test_cli import one_paragraph, run_in_process
 
@@ -86,3 +89,13 @@ def test_a_recipe_trains_with_it_through_the_cli(tmp_path, monkeypatch):
     steps = {state["step"].item() for state in optimizer.state.values()}
     assert isinstance(optimizer, LowMemoryAdamW) and steps == {2.0}  # every trainable parameter stepped twice, inside backward
     assert cli.model._in_backward is None  # hooks removed at teardown
+
+
+def test_several_processes_and_fp16_are_refused_too():
+    class DDPStrategy:  # stands in for Lightning's (no process group started in the test process)
+        pass
+
+    trainer = SimpleNamespace(gradient_clip_val=None, accumulate_grad_batches=1, world_size=2, strategy=DDPStrategy(), precision="16-mixed")
+    with pytest.raises(ConfigError) as error:
+        check_optimizer_in_backward(LowMemoryAdamW([torch.nn.Parameter(torch.zeros(2))]), trainer)
+    assert "strategy DDPStrategy with 2 process(es)" in str(error.value) and "precision 16-mixed" in str(error.value)

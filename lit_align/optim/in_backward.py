@@ -8,8 +8,9 @@ those of the usual step after backward. What needs all gradients at once cannot 
 * **clipping by the global gradient norm** (``gradient_clip_val``): the norm is known only when the
   last gradient is, after every other parameter has moved. Refused, not silently skipped;
 * **gradient accumulation**: every micro-batch's backward would take a step. Refused;
-* **several processes**: DDP/FSDP reduce gradients across ranks in their own hooks, after ours might
-  run. Refused; so is fp16 mixed precision, whose scaled gradients are unscaled only after backward.
+* **DDP, FSDP, several processes**: they reduce or shard gradients in their own hooks, after ours
+  might run. Refused (only Lightning's single-device strategy is accepted); so is fp16 mixed
+  precision, whose scaled gradients are unscaled only after backward.
 
 Non-finite values: a non-finite loss (seen before backward) moves no parameter. A non-finite gradient
 is left in ``.grad`` and that parameter is not updated, so ``NonFiniteGuard`` sees it and stops or
@@ -44,8 +45,12 @@ def check_optimizer_in_backward(optimizer: torch.optim.Optimizer, trainer: Any) 
         )
     if trainer.accumulate_grad_batches > 1:
         problems.append(f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} would take a step at every micro-batch; use 1 and a larger batch")
-    if trainer.world_size > 1:
-        problems.append(f"{trainer.world_size} processes reduce gradients across ranks after the step would have used them; train on one device")
+    strategy = type(trainer.strategy).__name__
+    if trainer.world_size > 1 or strategy != "SingleDeviceStrategy":
+        problems.append(
+            f"strategy {strategy} with {trainer.world_size} process(es) reduces or shards gradients in its own hooks, after the step would "
+            "have used them; train with trainer.devices=1 and trainer.strategy=auto"
+        )
     if str(trainer.precision).startswith("16"):
         problems.append(f"precision {trainer.precision} scales gradients and unscales them only after backward; use bf16-mixed or 32-true")
     if problems:
