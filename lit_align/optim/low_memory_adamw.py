@@ -37,8 +37,9 @@ def stochastic_round_to_bf16(x: torch.Tensor, generator: torch.Generator) -> tor
     """fp32 ``x`` rounded to bf16, up or down at random with the probabilities that make it unbiased.
 
     bf16 is the top 16 bits of an fp32; adding uniform noise in [0, 2^16) to the low 16 bits of the
-    bit pattern and truncating rounds the magnitude up with probability (low bits) / 2^16. Infinities
-    stay infinite (their low bits are zero and the carry stops in the exponent's mantissa-free field).
+    bit pattern and truncating rounds the magnitude up with probability (low bits) / 2^16, for either
+    sign (the sign bit is not touched by the carry of a finite value). Zeros and infinities have zero
+    low bits, so they never carry and stay as they are; a NaN stays non-finite.
     """
     bits = x.contiguous().view(torch.int32)
     noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, device=x.device, generator=generator)
