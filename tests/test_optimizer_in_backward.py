@@ -99,3 +99,25 @@ def test_several_processes_and_fp16_are_refused_too():
     with pytest.raises(ConfigError) as error:
         check_optimizer_in_backward(LowMemoryAdamW([torch.nn.Parameter(torch.zeros(2))]), trainer)
     assert "strategy DDPStrategy with 2 process(es)" in str(error.value) and "precision 16-mixed" in str(error.value)
+
+
+@pytest.mark.parametrize("bad", ["loss", "gradient"])
+def test_the_non_finite_guard_says_what_was_held_back(tmp_path, bad):
+    from lit_align.callbacks import NonFiniteError, NonFiniteGuard
+    from lit_align.data.sft import SFTDataModule
+    from tests.test_nonfinite import BAD_STEP, SFTWithBadStep
+
+    model = SFTWithBadStep(bad=bad, model="embedded:micro", warmup_ratio=0.0, lr_schedule="constant", optimizer_in_backward=True,
+                           optimizer=lambda p: LowMemoryAdamW(p, lr=1e-3))
+    data = SFTDataModule(num_examples=48, num_val_examples=8, batch_size=8, max_length=48, max_prompt_length=16)
+    trainer = Trainer(max_steps=4, callbacks=[NonFiniteGuard(action="stop")], logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      limit_val_batches=0, default_root_dir=str(tmp_path), enable_checkpointing=False)
+    with pytest.raises(NonFiniteError) as error:
+        trainer.fit(model, data)
+    weights = torch.cat([p.detach().flatten() for p in model.policy.policy.parameters()])
+    assert torch.isfinite(weights).all()
+    moved = not torch.equal(model.snapshots[BAD_STEP], weights)
+    if bad == "loss":  # checked before backward: nothing moved, and the message says so plainly
+        assert not moved and "The update was not applied; a checkpoint with the weights from before it" in str(error.value)
+    else:  # the LM head's gradient came first and was infinite: it stayed, the layers below it moved
+        assert moved and "for the parameters with non-finite gradients" in str(error.value) and "as they are now" in str(error.value)
