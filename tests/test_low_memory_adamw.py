@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from lit_align.optim import LowMemoryAdamW, stochastic_round_to_bf16
+from lit_align.optim import LowMemoryAdamW, stochastic_round_to_bf16, use_fused_adam
 from tests.conftest import REPO, run_cli
 
 X = torch.randn(64, 16, generator=torch.Generator().manual_seed(1))
@@ -33,9 +33,14 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int, 
     return losses
 
 
+def fused_adamw(params, **kwargs) -> torch.optim.Optimizer:
+    """``torch.optim.AdamW`` as the recipes run it (the fused kernel, ``use_fused_adam``)."""
+    return use_fused_adam(torch.optim.AdamW(params, **kwargs))
+
+
 def test_fp32_moments_are_exactly_torch_adamw():
     reference, ours = regression_model(), regression_model()
-    reference_losses = train(reference, torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.1, foreach=False), 20)
+    reference_losses = train(reference, fused_adamw(reference.parameters(), lr=1e-2, weight_decay=0.1), 20)
     losses = train(ours, LowMemoryAdamW(ours.parameters(), lr=1e-2, weight_decay=0.1, state_dtype="float32"), 20)
     assert losses == reference_losses
     assert all(torch.equal(a, b) for a, b in zip(reference.parameters(), ours.parameters()))
@@ -44,9 +49,9 @@ def test_fp32_moments_are_exactly_torch_adamw():
 def test_large_parameters_are_updated_in_slices_with_the_same_values(monkeypatch):
     import lit_align.optim.low_memory_adamw as module
 
-    monkeypatch.setattr(module, "CHUNK", 100)  # the 16x32 and 32x4 weights (512 and 128 values) are sliced
+    monkeypatch.setattr(module, "CHUNK", 192)  # the 16x32 weight (512 values): slices of 192, 192 and 128
     reference, ours = regression_model(), regression_model()
-    train(reference, torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.1, foreach=False), 5)
+    train(reference, fused_adamw(reference.parameters(), lr=1e-2, weight_decay=0.1), 5)
     train(ours, LowMemoryAdamW(ours.parameters(), lr=1e-2, weight_decay=0.1, state_dtype="float32"), 5)
     assert all(torch.equal(a, b) for a, b in zip(reference.parameters(), ours.parameters()))
 
@@ -57,7 +62,7 @@ def test_bf16_moments_stay_within_half_a_percent_of_torch_adamw_over_20_steps(st
     # under 2% of how far AdamW moved it (measured: 0.3%), and every step's loss within 0.1% (measured 0.02%).
     reference, ours = regression_model(), regression_model()
     start = [p.detach().clone() for p in reference.parameters()]
-    reference_losses = train(reference, torch.optim.AdamW(reference.parameters(), lr=1e-2, foreach=False), 20)
+    reference_losses = train(reference, fused_adamw(reference.parameters(), lr=1e-2), 20)
     optimizer = LowMemoryAdamW(ours.parameters(), lr=1e-2, stochastic_rounding=stochastic_rounding)
     losses = train(ours, optimizer, 20)
     assert all(state[name].dtype == torch.bfloat16 for state in optimizer.state.values() for name in ("exp_avg", "exp_avg_sq"))

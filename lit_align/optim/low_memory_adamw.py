@@ -1,7 +1,8 @@
 """AdamW whose two moments are stored in bfloat16: half the optimiser memory of ``torch.optim.AdamW``.
 
 The update is Loshchilov & Hutter's AdamW ("Decoupled Weight Decay Regularization", ICLR 2019,
-Algorithm 2) exactly as ``torch.optim.AdamW`` computes it (same operations in the same order):
+Algorithm 2), computed by the kernel of ``torch.optim.AdamW(fused=True)``, which the recipes' AdamW
+runs (``use_fused_adam``):
 
     θ ← θ·(1 − lr·λ);  m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²
     θ ← θ − lr/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
@@ -17,9 +18,12 @@ bf16 accumulators (Gupta et al. 2015, "Deep Learning with Limited Numerical Prec
 al. 2020, "Revisiting BFloat16 Training"; torchao's low-bit optimisers). Its random bits come from a
 generator owned by the optimiser (seeded by ``seed``, saved in its state dict), so a run is
 reproducible, resumes exactly, and the global RNG that sampling and dropout draw from is untouched.
+Cost: widening, rounding and the random bits add a few passes over the moments to each step
+(``benchmarks/optimizer_step.py``).
 
-``state_dtype: float32`` stores fp32 moments: then every value equals ``torch.optim.AdamW``'s
-(``foreach=False``), which the tests check bit for bit. The parameters keep their own dtype.
+``state_dtype: float32`` stores fp32 moments: then every value equals the fused ``torch.optim.AdamW``'s,
+which the tests check bit for bit. The parameters keep their own dtype (the update runs on an fp32
+copy of a low-precision weight, written back rounded to nearest).
 """
 
 from __future__ import annotations
@@ -30,20 +34,30 @@ import torch
 
 MOMENTS = ("exp_avg", "exp_avg_sq")  # torch.optim.AdamW's names, so its state dicts load here and back
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-CHUNK = 1 << 20  # elements updated at a time in a large parameter (step_parameter)
+# Elements updated at a time in a large parameter (step_parameter). A multiple of every SIMD width, so
+# only the last slice ends in the kernel's scalar tail, as in one call over the whole tensor: same bits.
+CHUNK = 1 << 20
+
+
+def round_into_bf16(target: torch.Tensor, x: torch.Tensor, noise: torch.Tensor) -> None:
+    """Write fp32 ``x`` into the bf16 ``target``, rounded stochastically with ``noise`` (int32, uniform
+    in [0, 2^16); consumed).
+
+    bf16 is the top 16 bits of an fp32; adding the noise to the low 16 bits of the bit pattern and
+    truncating rounds the magnitude up with probability (low bits) / 2^16: unbiased, for either sign
+    (the carry of a finite value never reaches the sign bit). Zeros and infinities have zero low bits,
+    so they never carry and stay as they are; a NaN stays non-finite. The truncated fp32 is exactly a
+    bf16 value, so the final conversion does not round again.
+    """
+    target.copy_(noise.add_(x.contiguous().view(torch.int32)).bitwise_and_(-65536).view(torch.float32))
 
 
 def stochastic_round_to_bf16(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """fp32 ``x`` rounded to bf16, up or down at random with the probabilities that make it unbiased.
-
-    bf16 is the top 16 bits of an fp32; adding uniform noise in [0, 2^16) to the low 16 bits of the
-    bit pattern and truncating rounds the magnitude up with probability (low bits) / 2^16, for either
-    sign (the sign bit is not touched by the carry of a finite value). Zeros and infinities have zero
-    low bits, so they never carry and stay as they are; a NaN stays non-finite.
-    """
-    bits = x.contiguous().view(torch.int32)
-    noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, device=x.device, generator=generator)
-    return noise.add_(bits).bitwise_and_(-65536).view(torch.float32).to(torch.bfloat16)  # low bits zero: the cast is exact
+    """fp32 ``x`` rounded to bf16 stochastically (``round_into_bf16``), with noise from ``generator``."""
+    noise = torch.randint(0, 1 << 16, x.shape, dtype=torch.int32, device=x.device, generator=generator)
+    out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
+    round_into_bf16(out, x, noise)
+    return out
 
 
 class LowMemoryAdamW(torch.optim.Optimizer):
@@ -86,12 +100,6 @@ class LowMemoryAdamW(torch.optim.Optimizer):
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed + (device.index or 0))
         return self._generators[device]
 
-    def _store(self, target: torch.Tensor, value: torch.Tensor, stochastic: bool) -> None:
-        if target.dtype == torch.bfloat16 and stochastic:
-            target.copy_(stochastic_round_to_bf16(value, self._generator(value.device)))
-        elif target is not value:
-            target.copy_(value)
-
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         loss = None
@@ -111,35 +119,41 @@ class LowMemoryAdamW(torch.optim.Optimizer):
             raise RuntimeError("LowMemoryAdamW does not support sparse gradients")
         state = self.state[param]
         if not state:
-            state["step"] = torch.tensor(0.0)
+            # On the parameter's device, as torch's fused AdamW keeps it: its kernel reads the step there.
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
             for name in MOMENTS:
                 state[name] = torch.zeros_like(param, dtype=self.state_dtype, memory_format=torch.preserve_format)
         state["step"] += 1
         tensors = (param, param.grad, state["exp_avg"], state["exp_avg_sq"])
         if param.numel() <= CHUNK or not all(t.is_contiguous() for t in tensors):
-            return self._update(*tensors, group, state["step"].item())
+            return self._update(*tensors, state["step"], group)
         # The update is elementwise, so slices give the same values while the fp32 temporaries stay a
         # few MB instead of several copies of the largest weight (the LM head, at the peak of backward).
         flat = [t.view(-1) for t in tensors]
         for start in range(0, param.numel(), CHUNK):
-            self._update(*(t[start : start + CHUNK] for t in flat), group, state["step"].item())
+            self._update(*(t[start : start + CHUNK] for t in flat), state["step"], group)
 
-    def _update(self, param, grad, exp_avg_stored, exp_avg_sq_stored, group: dict[str, Any], step: float) -> None:
-        lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        # Work in fp32: for fp32 parameters and state these are the stored tensors themselves (no copy).
+    def _update(self, param, grad, exp_avg_stored, exp_avg_sq_stored, step: torch.Tensor, group: dict[str, Any]) -> None:
+        # Widen to fp32 (for fp32 tensors these are the stored tensors themselves, no copy), then
+        # torch's fused AdamW kernel: one pass, the same arithmetic as `torch.optim.AdamW` in the recipes.
         weights, grad = param.float(), grad.float()
         exp_avg, exp_avg_sq = exp_avg_stored.float(), exp_avg_sq_stored.float()
-        if weight_decay != 0:
-            weights.mul_(1 - lr * weight_decay)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        self._store(exp_avg_stored, exp_avg, self.stochastic_rounding)
-        self._store(exp_avg_sq_stored, exp_avg_sq, self.stochastic_rounding)
-        # torch's AdamW: (sqrt(v) / sqrt(1 - β2^t)) + ε, here in place where v is a temporary copy.
-        denom = exp_avg_sq.sqrt() if exp_avg_sq is exp_avg_sq_stored else exp_avg_sq.sqrt_()
-        denom.div_((1 - beta2**step) ** 0.5).add_(eps)
-        weights.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
-        self._store(param, weights, stochastic=False)  # low-precision weights round to nearest, as torch's AdamW
+        torch._fused_adamw_(
+            [weights], [grad], [exp_avg], [exp_avg_sq], [], [step], amsgrad=False, maximize=False,
+            lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=group["weight_decay"], eps=group["eps"],
+        )
+        if exp_avg is not exp_avg_stored:
+            if self.stochastic_rounding:
+                # One draw of 31 random bits serves both moments: bits 0-15 and 15-30 are each uniform
+                # in [0, 2^16), and each moment's rounding is unbiased whatever the other's.
+                bits = torch.empty(exp_avg.shape, dtype=torch.int32, device=exp_avg.device).random_(generator=self._generator(exp_avg.device))
+                round_into_bf16(exp_avg_sq_stored, exp_avg_sq, (bits >> 15).bitwise_and_(0xFFFF))
+                round_into_bf16(exp_avg_stored, exp_avg, bits.bitwise_and_(0xFFFF))
+            else:
+                exp_avg_stored.copy_(exp_avg)
+                exp_avg_sq_stored.copy_(exp_avg_sq)
+        if weights is not param:
+            param.copy_(weights)  # low-precision weights round to nearest, as torch's AdamW
 
     def state_dict(self) -> dict[str, Any]:
         saved = super().state_dict()
@@ -157,5 +171,7 @@ class LowMemoryAdamW(torch.optim.Optimizer):
         for key, param in zip(saved_ids, params):
             for name, value in moments.get(key, {}).items():
                 self.state[param][name] = value.to(device=param.device, dtype=self.state_dtype, copy=True)
+            if "step" in self.state[param]:  # torch's loader leaves it where it was saved; the fused kernel reads it on the device
+                self.state[param]["step"] = self.state[param]["step"].to(device=param.device, dtype=torch.float32)
         for device, generator_state in state_dict.get("rounding_generators", {}).items():
             self._generator(torch.device(device)).set_state(generator_state)
