@@ -5,6 +5,7 @@ of the first training steps, for lit_align (through Lightning, as users run it) 
     python benchmarks/memory_profile.py --model llama-88m --sides lit_align --references copy
     MALLOC_ARENA_MAX=2 python benchmarks/memory_profile.py ...                     # glibc settings apply to the children too
     python benchmarks/memory_profile.py --trim ...                                 # malloc_trim(0) at every phase boundary
+    python benchmarks/memory_profile.py --optimizers adamw,bf16                    # lit_align with some of the optimiser settings only
 
 Each configuration runs in a fresh subprocess. At the end of every phase it records:
 
@@ -26,6 +27,11 @@ deep copy of ``reference: copy``), ``data`` (tokenisation; ``setup("fit")``), ``
 (Lightning set up, optimiser built), ``precompute pass`` (``reference: precomputed``), then for each
 profiled step ``forward`` (to ``on_before_backward``), ``backward``, ``optimiser step``. TRL: the
 same, with ``trainer init`` (its tokenisation and precompute pass) for ``data``/``fit start``.
+
+lit_align runs once per optimiser setting (``--optimizers``): ``adamw`` (``torch.optim.AdamW``, fused,
+as the recipes), ``bf16`` (``lit_align.optim.LowMemoryAdamW``: bf16 moments), ``in-backward``
+(``optimizer_in_backward`` with fp32 moments: AdamW's values, no gradient buffer) and
+``bf16-in-backward`` (both). TRL runs with its default AdamW.
 
 Peak RSS does not depend on CPU load, so this runs on a busy machine; times are not reported.
 """
@@ -121,6 +127,21 @@ def _module_known(module, optimizers) -> dict[str, int]:
     }
 
 
+OPTIMIZERS = ("adamw", "bf16", "in-backward", "bf16-in-backward")
+
+
+def optimizer_setting(name: str) -> dict:
+    """DPO's constructor arguments for one ``--optimizers`` entry (see the module docstring)."""
+    import torch
+
+    from lit_align.optim import LowMemoryAdamW
+
+    if name == "adamw":
+        return {"optimizer": torch.optim.AdamW}
+    state_dtype = "bfloat16" if name.startswith("bf16") else "float32"
+    return {"optimizer": lambda params: LowMemoryAdamW(params, state_dtype=state_dtype), "optimizer_in_backward": name.endswith("in-backward")}
+
+
 def profile_lit_align(args, probe: Probe) -> None:
     from lightning import Callback, Trainer
 
@@ -149,7 +170,8 @@ def profile_lit_align(args, probe: Probe) -> None:
             optimizer.zero_grad(set_to_none=True)
 
         AlignmentModule.optimizer_step = optimizer_step
-    module = algorithms.DPO(model=args.model, reference=args.reference, reference_batch_size=64, prefix_sharing=args.prefix_sharing)
+    setting = optimizer_setting(args.optimizer)
+    module = algorithms.DPO(model=args.model, reference=args.reference, reference_batch_size=64, prefix_sharing=args.prefix_sharing, **setting)
     probe.known = lambda: _module_known(module, lambda: module.trainer.optimizers if module._trainer is not None else [])
     probe.mark("reference build" if args.reference == "copy" else "module init")
     datamodule = PairwiseDataModule(model=args.model, dataset=args.data, val_fraction=0.05, batch_size=args.batch_size, max_length=args.max_length, max_prompt_length=args.max_prompt_length)
@@ -279,18 +301,28 @@ def child(args) -> None:
     probe.mark("imports")
     (profile_trl if args.side == "trl" else profile_lit_align)(args, probe)
     peak = max(row["peak_mb"] for row in probe.rows)
-    print("PROFILE " + json.dumps({"side": args.side, "reference": args.reference, "peak_mb": peak, "rows": probe.rows}), flush=True)
+    optimizer = args.optimizer if args.side == "lit_align" else "AdamW (TRL's default)"
+    print("PROFILE " + json.dumps({"side": args.side, "reference": args.reference, "optimizer": optimizer, "peak_mb": peak, "rows": probe.rows}), flush=True)
 
 
 COLUMNS = [("peak_mb", "peak RSS in phase"), ("rss_mb", "RSS after"), ("malloc_used_mb", "malloc in use"), ("malloc_free_held_mb", "malloc free-held"), ("policy_mb", "policy"), ("reference_mb", "reference"), ("grads_mb", "grads"), ("optimizer_mb", "optimiser state"), ("minor_faults_k", "page faults (k)")]
 
 
 def print_profile(result: dict) -> None:
-    print(f"\n### {result['side']}, reference {result['reference']}: peak RSS {result['peak_mb']:.0f} MB\n")
+    print(f"\n### {result['side']}, reference {result['reference']}, optimiser {result['optimizer']}: peak RSS {result['peak_mb']:.0f} MB\n")
     print("| phase | " + " | ".join(title if "(" in title else f"{title} (MB)" for _, title in COLUMNS) + " |")
     print("|---|" + "---:|" * len(COLUMNS))
     for row in result["rows"]:
         print(f"| {row['phase']} | " + " | ".join(f"{row[key]:.0f}" if key in row else "-" for key, _ in COLUMNS) + " |")
+
+
+def print_summary(results: list[dict]) -> None:
+    """Peak RSS per configuration, and its ratio to TRL's live-reference and same-reference runs."""
+    trl = {r["reference"]: r["peak_mb"] for r in results if r["side"] == "trl"}
+    print("\n| side | optimiser | reference | peak RSS (MB) | x TRL live | x TRL same reference |\n|---|---|---|---:|---:|---:|")
+    for r in results:
+        live, same = (f"{r['peak_mb'] / base:.2f}" if base else "-" for base in (trl.get("copy"), trl.get(r["reference"])))
+        print(f"| {r['side']} | {r['optimizer']} | {r['reference']} | {r['peak_mb']:.0f} | {live} | {same} |")
 
 
 def main() -> None:
@@ -303,6 +335,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per batch (bench_algorithms.py's default)")
     parser.add_argument("--steps", type=int, default=4, help="training steps (the last ones as one phase)")
     parser.add_argument("--profile-steps", type=int, default=2, help="steps profiled phase by phase")
+    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS), help=f"lit_align's optimiser settings, each one run: some of {', '.join(OPTIMIZERS)}")
     parser.add_argument("--prefix-sharing", action="store_true")
     parser.add_argument("--logger", action="store_true", help="lit_align with Lightning's default TensorBoard logger (as the CLI runs)")
     parser.add_argument("--trim", action="store_true", help="malloc_trim(0) at each phase boundary")
@@ -311,6 +344,7 @@ def main() -> None:
     parser.add_argument("--out", help="also write the results as JSON here")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--reference", help=argparse.SUPPRESS)
+    parser.add_argument("--optimizer", default="adamw", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--max-length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--max-prompt-length", type=int, help=argparse.SUPPRESS)
@@ -331,20 +365,17 @@ def main() -> None:
             print("trl: skipped (not importable; PYTHONPATH=/tmp/trl_env or pip install -e '.[trl]')")
             continue
         for reference in args.references.split(","):
-            command = [sys.executable, __file__, "--side", side, "--reference", reference, "--data", data, "--model", model, "--max-length", str(args.max_length), "--max-prompt-length", str(args.max_prompt_length)]
-            command += [f"--{k}={v}" for k, v in (("batch-size", args.batch_size), ("steps", args.steps), ("profile-steps", args.profile_steps), ("threads", args.threads))]
-            command += [flag for flag, on in (("--prefix-sharing", args.prefix_sharing), ("--logger", args.logger), ("--trim", args.trim), ("--free-grads", args.free_grads)) if on]
-            result = run_child(command, "PROFILE", env, f"{side} / {reference}")
-            if result is None:
-                continue
-            results.append(result)
-            print_profile(results[-1])
+            for optimizer in args.optimizers.split(",") if side == "lit_align" else ["adamw"]:
+                command = [sys.executable, __file__, "--side", side, "--reference", reference, "--optimizer", optimizer, "--data", data, "--model", model, "--max-length", str(args.max_length), "--max-prompt-length", str(args.max_prompt_length)]
+                command += [f"--{k}={v}" for k, v in (("batch-size", args.batch_size), ("steps", args.steps), ("profile-steps", args.profile_steps), ("threads", args.threads))]
+                command += [flag for flag, on in (("--prefix-sharing", args.prefix_sharing), ("--logger", args.logger), ("--trim", args.trim), ("--free-grads", args.free_grads)) if on]
+                result = run_child(command, "PROFILE", env, f"{side} / {reference} / {optimizer}")
+                if result is None:
+                    continue
+                results.append(result)
+                print_profile(results[-1])
     print(f"\ncommand: python benchmarks/memory_profile.py {' '.join(sys.argv[1:])}")
-    by_key = {(r["side"], r["reference"]): r["peak_mb"] for r in results}
-    for reference in args.references.split(","):
-        ours, theirs = by_key.get(("lit_align", reference)), by_key.get(("trl", reference))
-        if ours and theirs:
-            print(f"peak RSS, reference {reference}: lit_align {ours:.0f} MB, TRL {theirs:.0f} MB: {ours / theirs:.2f}x TRL's")
+    print_summary(results)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=1)

@@ -69,3 +69,16 @@ def test_probe_sees_each_phase_peak_not_the_process_peak():
     assert allocating["peak_mb"] - allocating["rss_mb"] > 50  # the freed 64 MB shows in this phase's peak only
     assert quiet["peak_mb"] - quiet["rss_mb"] < 20  # the high-water mark was reset at the phase boundary
     assert allocating["minor_faults_k"] > 10  # 64 MB of fresh pages = 16k faults of 4 KB
+
+
+def test_memory_profile_runs_each_optimiser_setting_it_names():
+    from benchmarks.memory_profile import OPTIMIZERS, optimizer_setting
+    from lit_align.optim import LowMemoryAdamW
+
+    built = {name: optimizer_setting(name) for name in OPTIMIZERS}
+    assert built["adamw"] == {"optimizer": torch.optim.AdamW}
+    for name in ("bf16", "in-backward", "bf16-in-backward"):
+        optimizer = built[name]["optimizer"]([torch.nn.Parameter(torch.zeros(3))])
+        assert isinstance(optimizer, LowMemoryAdamW)
+        assert optimizer.state_dtype == (torch.bfloat16 if name.startswith("bf16") else torch.float32)
+        assert built[name]["optimizer_in_backward"] == name.endswith("in-backward")

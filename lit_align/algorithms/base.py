@@ -28,6 +28,7 @@ from lit_align.errors import ConfigError, check_range
 from lit_align.head import HeadMode
 from lit_align.modeling import load_causal_lm, load_tokenizer
 from lit_align.optim import use_fused_adam, warmup_then_decay
+from lit_align.optim.in_backward import OptimizerInBackward, check_optimizer_in_backward
 from lit_align.policy import LoraSettings, PolicyWithReference, ReferenceMode, ReferenceSetup
 from lit_align.reference_modes import check_mode, mode_accepted
 from lit_align.utils.dtypes import check_dtype
@@ -61,6 +62,10 @@ class AlignmentModule(StageMetrics, LightningModule):
             TRL does by default: the reference runs without dropout, so a policy with dropout differs
             from it by noise and the first DPO loss is not log 2 (``lit_align.dropout``). False keeps
             the checkpoint's dropout. LoRA's own ``lora.dropout`` is kept either way (set explicitly).
+        optimizer_in_backward: Update each parameter inside backward, as soon as its gradient is final,
+            and free that gradient at once: the whole model's gradients never exist together (less peak
+            memory, same values). Needs ``lit_align.optim.LowMemoryAdamW``, ``gradient_clip_val: null``,
+            one device, no gradient accumulation (``lit_align.optim.in_backward``; docs/scaling.md).
     """
 
     default_reference: ClassVar[ReferenceMode] = "copy"
@@ -85,6 +90,7 @@ class AlignmentModule(StageMetrics, LightningModule):
         trust_remote_code: bool = False,
         head_mode: HeadMode = "compact",
         disable_dropout: bool = True,
+        optimizer_in_backward: bool = False,
     ) -> None:
         super().__init__()
         # Checked before the (possibly large) model is loaded.
@@ -103,6 +109,7 @@ class AlignmentModule(StageMetrics, LightningModule):
             disable_dropout_in(policy)
         self.policy = PolicyWithReference(policy, reference or self.default_reference, lora, head_mode)
         self._connected = False
+        self._in_backward: OptimizerInBackward | None = None
         self.build_stage_metrics()
 
     @classmethod
@@ -201,6 +208,12 @@ class AlignmentModule(StageMetrics, LightningModule):
     def configure_optimizers(self) -> Any:
         params = list(self.trainable_parameters())
         optimizer = use_fused_adam(self.optimizer(params))
+        if self._in_backward is not None:
+            self._in_backward.remove()
+            self._in_backward = None
+        if self.hparams.get("optimizer_in_backward", False):
+            check_optimizer_in_backward(optimizer, self.trainer)
+            self._in_backward = OptimizerInBackward(optimizer)
         if self.lr_scheduler is not None:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": "step"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -216,6 +229,17 @@ class AlignmentModule(StageMetrics, LightningModule):
         # --free-grads). HF Trainer frees them here too. Values are unchanged: every backward starts
         # from zeroed gradients either way (and under accumulation this runs after the last micro-batch).
         optimizer.zero_grad(set_to_none=True)
+        if self._in_backward is not None:
+            self._in_backward.skip = False
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        if self._in_backward is not None:  # a non-finite loss must move no parameter (NonFiniteGuard then acts)
+            self._in_backward.skip = not bool(torch.isfinite(loss.detach()).all())
+
+    def teardown(self, stage: str) -> None:
+        if self._in_backward is not None:  # the hooks hold this fit's optimiser
+            self._in_backward.remove()
+            self._in_backward = None
 
     # ----- checkpoint hygiene ------------------------------------------------------------------
     @property

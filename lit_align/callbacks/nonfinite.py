@@ -44,6 +44,7 @@ class NonFiniteGuard(Callback):
         self._consecutive = 0
         self._bad_loss = False
         self._problem: tuple[str, int] | None = None
+        self._partial = False
         self._batch_idx = 0
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
@@ -64,6 +65,9 @@ class NonFiniteGuard(Callback):
             for p in params:
                 p.grad = None  # the optimiser then skips these parameters entirely
             self._problem = (problem, trainer.global_step)
+            # optimizer_in_backward (lit_align.optim.in_backward): parameters whose finite gradients came
+            # before the bad one were already updated inside backward; only the rest can be held back.
+            self._partial = problem == "gradient" and bool(pl_module.hparams.get("optimizer_in_backward", False))
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._problem is None:
@@ -74,14 +78,16 @@ class NonFiniteGuard(Callback):
         self._consecutive += 1
         self.skipped.append(step)
         pl_module.log("train/nonfinite_skipped", float(len(self.skipped)), on_step=True, on_epoch=False)
+        partial = " (with optimizer_in_backward: for the parameters with non-finite gradients; those whose gradients were final before them in that backward were updated)" if self._partial else ""
         if self.action == "skip" and self._consecutive <= self.max_consecutive_skips:
-            rank_zero_warn(f"lit_align: {where}; the update was skipped ({len(self.skipped)} so far).")
+            rank_zero_warn(f"lit_align: {where}; the update was skipped{partial} ({len(self.skipped)} so far).")
             return
         path = os.path.join(checkpoint_dir(trainer), f"nonfinite-step={step}.ckpt")
         trainer.save_checkpoint(path)
         reason = f"{self._consecutive} consecutive bad steps" if self.action == "skip" else "nonfinite.action=stop"
         raise NonFiniteError(
-            f"lit_align: {where} ({reason}). The update was not applied; a checkpoint with the weights from before it is at {path}. "
+            f"lit_align: {where} ({reason}). The update was not applied{partial}; a checkpoint with the weights "
+            f"{'as they are now' if self._partial else 'from before it'} is at {path}. "
             "Usual fixes: lower the learning rate, use bf16 instead of fp16, keep gradient_clip_val, check the batch's data; "
             "then resume with --ckpt_path <that file>, or pass --nonfinite.action=skip to skip such steps."
         )

@@ -1,10 +1,13 @@
-"""The built-in learning-rate schedule and the fused-Adam switch every algorithm's optimiser goes through."""
+"""Optimisers: the built-in learning-rate schedule, the fused-Adam switch every algorithm's optimiser goes
+through, and ``LowMemoryAdamW`` (bf16 moments; ``lit_align.optim.LowMemoryAdamW`` in a config)."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+
+from lit_align.optim.low_memory_adamw import LowMemoryAdamW, stochastic_round_to_bf16
 
 
 def warmup_then_decay(warmup_steps: int, total_steps: int, schedule: str):
@@ -41,3 +44,5 @@ def use_fused_adam(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         if supported and group.get("fused") is None and group.get("foreach") is None and not group.get("differentiable") and not group.get("capturable"):
             group["fused"], group["foreach"] = True, False
     return optimizer
+
+__all__ = ["LowMemoryAdamW", "stochastic_round_to_bf16", "use_fused_adam", "warmup_then_decay"]
