@@ -89,7 +89,6 @@ class TurnDown:
     last_step: int
     peak_d: tuple[float, float | None]
     last_d: tuple[float, float | None]
-    peak_gold: float
     drop: tuple[float, float | None, int]  # per-seed gold(peak) - gold(last): mean, half-width, seeds
     proxy_change: tuple[float, float | None, int]  # per-seed proxy(last) - proxy(peak)
 
@@ -116,7 +115,7 @@ def turn_down(curve: Curve) -> TurnDown:
         verdict = "no"
     else:
         verdict = "yes" if drop[1] is not None and drop[0] - drop[1] > 0 else "not measurably"
-    return TurnDown(verdict, peak["step"], last["step"], (peak["d"], peak["d_ci"]), (last["d"], last["d_ci"]), peak["gold"], drop, mean_ci(rises))
+    return TurnDown(verdict, peak["step"], last["step"], (peak["d"], peak["d_ci"]), (last["d"], last["d_ci"]), drop, mean_ci(rises))
 
 
 @dataclass
