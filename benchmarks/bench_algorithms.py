@@ -257,6 +257,11 @@ def model_flops_per_pair(model: str, real: float, completion: float) -> tuple[fl
 
 def one(args) -> None:
     """Child process: one run, one JSON line on stdout."""
+    print("BENCH " + json.dumps(measure(args)), flush=True)
+
+
+def measure(args) -> dict:
+    """One run (``args.one``) on the pairs in ``args.data``: its figures as a dict."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -297,10 +302,10 @@ def one(args) -> None:
         "completion_tokens_per_pair": completion_per_pair,
         **info,
     }
-    print("BENCH " + json.dumps(result), flush=True)
+    return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=None, help=f"comma-separated subset of {', '.join(RUNS)} (default: the workload's selection)")
     parser.add_argument("--workload", default="short", choices=["short", "long-prompt"], help="short prompts (2-8 words) or long multi-review prompts (~10x the completions)")
@@ -315,9 +320,12 @@ def main() -> None:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every measurement in this process instead of one child each: faster to start (the GPU check's CPU dry run), "
+                             "but the peak memory is then the highest so far, not each run's own")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from benchmarks.workload import MODELS, WORKLOADS, run_child, trl_importable, write_model
 
@@ -340,8 +348,11 @@ def main() -> None:
         if name.startswith("trl-") and not trl_importable(env):
             print(f"{name}: skipped (TRL not installed; pip install -e '.[trl]')")
             continue
-        child = [sys.executable, __file__, "--one", name, "--data", data] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("one", "data", "runs", "out") and v is not None]
-        result = run_child(child, "BENCH", env, name)
+        if args.in_process:
+            result = in_process(args, name, data, env)
+        else:
+            child = [sys.executable, __file__, "--one", name, "--data", data] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("one", "data", "runs", "out", "in_process") and v is not None]
+            result = run_child(child, "BENCH", env, name)
         if result is None:
             continue
         results.append(result)
@@ -352,6 +363,20 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"args": vars(args), "command": sys.argv, "results": results}, f, indent=1)
+
+
+def in_process(args: argparse.Namespace, name: str, data: str, env: dict[str, str]) -> dict | None:
+    """``measure`` for run ``name`` here, under the children's environment; None (and the error) if it fails."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return measure(argparse.Namespace(**{**vars(args), "one": name, "data": data}))
+    except Exception as error:  # as a failed child: report it and go on to the next run
+        print(f"{name}: FAILED\n{type(error).__name__}: {error}")
+        return None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _trl_for(run: dict, by_name: dict) -> dict | None:

@@ -10,7 +10,7 @@
   ``AutoModelForCausalLM`` and checked: same parameter count, weights moved from the start.
 
 ``LIT_ALIGN_GPU_CHECK_TINY=1`` shrinks everything (hidden 64, 2 layers, 16 pairs, 1 timed step) and
-runs on the CPU — what ``tests/test_gpu_check.py`` dry-runs. Lightning refuses FSDP without a GPU,
+runs on the CPU, every bench run in this process (``--in-process``) — what ``tests/test_gpu_check.py`` dry-runs. Lightning refuses FSDP without a GPU,
 so the CPU dry run does the same fit/export/reload with ``strategy="auto"`` and says so in the table.
 """
 
@@ -50,10 +50,17 @@ def write_qwen(path: str, tiny: bool) -> str:
 def bench(model: str, runs: list[str], tiny: bool, accelerator: str, workdir: str) -> list[dict]:
     out = os.path.join(workdir, "bench.json")
     size = ["--examples", "16", "--batch-size", "2", "--steps", "1", "--warmup", "1"] if tiny else ["--examples", "256", "--batch-size", "8", "--steps", "10", "--warmup", "3"]
-    command = [sys.executable, os.path.join(REPO, "benchmarks", "bench_algorithms.py"), "--model", model, "--workload", "long-prompt", "--runs", ",".join(runs), "--accelerator", accelerator, "--precision", "bf16-mixed", "--out", out, *size]
-    print("$", " ".join(command[1:]), flush=True)
-    proc = subprocess.run(command, cwd=REPO, text=True, capture_output=True)
-    print(proc.stdout[-4000:], proc.stderr[-2000:] if proc.returncode else "", flush=True)
+    options = ["--model", model, "--workload", "long-prompt", "--runs", ",".join(runs), "--accelerator", accelerator, "--precision", "bf16-mixed", "--out", out, *size]
+    if tiny:  # the dry run checks that every run completes, not each one's peak memory: no child processes to start
+        from benchmarks import bench_algorithms
+
+        print("$ benchmarks/bench_algorithms.py", " ".join(options), "--in-process", flush=True)
+        bench_algorithms.main(options + ["--in-process"])
+    else:
+        command = [sys.executable, os.path.join(REPO, "benchmarks", "bench_algorithms.py"), *options]
+        print("$", " ".join(command[1:]), flush=True)
+        proc = subprocess.run(command, cwd=REPO, text=True, capture_output=True)
+        print(proc.stdout[-4000:], proc.stderr[-2000:] if proc.returncode else "", flush=True)
     if not os.path.exists(out):
         return []
     with open(out) as f:

@@ -13,9 +13,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
-    """Point the embedded-data cache at a temp dir and pin torch to the 2 CI cores."""
+    """Point the embedded-data cache at a temp dir and pin torch to the 2 CI cores, shared out among
+    pytest-xdist workers if the suite is run with ``-n`` (oversubscribed OpenMP threads spin)."""
     os.environ["LIT_ALIGN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // workers))
     yield
 
 
@@ -42,3 +44,25 @@ def embedded_sft_model(tmp_path_factory) -> str:
         str(root),
         )
     return str(root / "data" / "embedded" / "sft")
+
+
+def cli_in_process(capture, *args: str) -> tuple[int, str, str]:
+    """``cli_main(args)``, the function ``python -m lit_align`` calls, in this process: (exit status,
+    stdout, stderr) as a user's shell would see them, without a subprocess's ~10 s of imports.
+    ``capture`` is pytest's ``capsys``, or ``capfd`` to also get what logging handlers print (they
+    hold the streams of import time). LIT_ALIGN_DEBUG is unset meanwhile, so a bad input prints its
+    paragraph instead of raising."""
+    from lit_align.cli import cli_main
+
+    debug = os.environ.pop("LIT_ALIGN_DEBUG", None)
+    capture.readouterr()
+    code = 0
+    try:
+        cli_main(list(args))
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        if debug is not None:
+            os.environ["LIT_ALIGN_DEBUG"] = debug
+    out, err = capture.readouterr()
+    return code, out, err

@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +15,6 @@ from lit_align.data.pairwise import PairwiseDataModule
 from lit_align.data.sft import SFTDataModule
 from lit_align.data.tokenize import DataError
 from lit_align.modeling import load_tokenizer
-from tests.conftest import REPO
 
 
 def write_jsonl(path, rows) -> str:

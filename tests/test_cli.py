@@ -16,7 +16,7 @@ import pytest
 
 from lit_align.cli import cli_main, user_error
 from lit_align.errors import ConfigError, DataError
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_in_process
 
 SFT = os.path.join(REPO, "configs", "sft.yaml")
 DPO = os.path.join(REPO, "configs", "dpo.yaml")
@@ -186,13 +186,7 @@ def test_outputs_go_to_cwd_runs_and_the_user_cache(tmp_path):
 # ----- faults caught before anything starts (lit_align/cli_checks.py), in-process through cli_main ------
 def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
     """``cli_main`` as ``python -m lit_align fit`` calls it; returns (exit status, stdout, stderr)."""
-    code = 0
-    try:
-        cli_main(["fit", *args])
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return cli_in_process(capsys, "fit", *args)
 
 
 def one_paragraph(code: int, err: str, *expected: str) -> str:

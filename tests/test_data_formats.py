@@ -11,7 +11,7 @@ from lit_align.data.pairwise import PairwiseDataModule
 from lit_align.data.sft import PLAIN_TEXT_NOTE, SFTDataModule
 from lit_align.data.tokenize import DataReport
 from lit_align.data.unpaired import UnpairedDataModule
-from lit_align.data.turns import SYSTEM_NOTE, TURNS_NOTE, fit_prompt_turns, fit_turns
+from lit_align.data.turns import TURNS_NOTE, fit_prompt_turns, fit_turns
 
 
 def write_jsonl(path, rows) -> str:

@@ -14,18 +14,29 @@ from lit_align.modeling import load_causal_lm
 from tests.conftest import REPO
 
 
-def run_worker(out_dir: str, devices: int) -> tuple[dict, torch.Tensor]:
+def start_worker(out_dir: str, devices: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("LOCAL_RANK", None)
-    subprocess.run([sys.executable, os.path.join(REPO, "tests", "ddp_worker.py"), out_dir, str(devices)], check=True, cwd=REPO, env=env, timeout=240, capture_output=True)
+    return subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "ddp_worker.py"), out_dir, str(devices)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def results(out_dir: str, devices: int, worker: subprocess.Popen) -> tuple[dict, torch.Tensor]:
+    output, _ = worker.communicate(timeout=240)
+    assert worker.returncode == 0, f"{devices} device(s):\n{output[-3000:]}"
     with open(os.path.join(out_dir, f"metrics_{devices}.json")) as f:
         return json.load(f), torch.load(os.path.join(out_dir, f"weights_{devices}.pt"))
 
 
 @pytest.mark.slow
 def test_ddp_step_equals_single_process_on_the_global_batch(tmp_path):
-    single, single_weights = run_worker(str(tmp_path), 1)
-    ddp, ddp_weights = run_worker(str(tmp_path), 2)
+    # Both at once, each in a folder of its own (each writes the same pairs): the test takes the longer one's time, not the sum.
+    folders = {devices: tmp_path / f"devices{devices}" for devices in (1, 2)}
+    workers = {}
+    for devices, folder in folders.items():
+        folder.mkdir()
+        workers[devices] = start_worker(str(folder), devices)
+    single, single_weights = results(str(folders[1]), 1, workers[1])
+    ddp, ddp_weights = results(str(folders[2]), 2, workers[2])
     names = [k for k in single if k.startswith(("train/", "val/", "num_val_examples"))]
     names.remove("num_val_examples_rank0")
     # Loss, implicit-reward metrics (train: this step's batch; val: after the update) all present.

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from benchmarks.workload import write_pairs
 from lit_align.algorithms import PairLogps, SequenceLogps
 from lit_align.errors import ConfigError
 from lit_align.utils.scalars import read_scalars
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_in_process
 
 
 def test_slic_loss_is_the_hinge_on_the_margin_plus_the_regulariser():
@@ -38,18 +36,19 @@ def test_slic_loss_is_the_hinge_on_the_margin_plus_the_regulariser():
         SLiC(model="embedded:micro", reference="copy")
 
 
-def test_slic_trains_through_the_command_line(tmp_path):
+def test_slic_trains_through_the_command_line(tmp_path, monkeypatch, capfd):
     data = write_pairs(str(tmp_path / "pairs.jsonl"), 16, seed=1)
-    command = [
-        sys.executable, "-m", "lit_align", "fit", "--config", "examples/slic.yaml",
+    args = [
+        "fit", "--config", "examples/slic.yaml",
         "--model.init_args.model=embedded:micro", "--model.init_args.delta=30", "--model.init_args.optimizer.init_args.lr=0.003",
         f"--data.init_args.dataset={data}", "--data.init_args.val_fraction=0.2", "--data.init_args.batch_size=4",
         "--trainer.max_epochs=2", "--trainer.val_check_interval=1.0", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", f"--trainer.default_root_dir={tmp_path}",
     ]
-    env = {**os.environ, "LIT_ALIGN_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # ``python -m lit_align fit`` from the repository (examples/ importable from there): its ``cli_main``, in-process.
+    monkeypatch.chdir(REPO)
+    code, _, err = cli_in_process(capfd, *args)
+    assert code == 0, err[-3000:]
     (log_dir,) = glob.glob(str(tmp_path / "runs" / "slic" / "version_*"))
     scalars = read_scalars(log_dir)
     assert len(scalars["train/loss"]) >= 4 and all(torch.isfinite(torch.tensor(v)) for _, v in scalars["train/loss"])

@@ -4,15 +4,13 @@ For each family: DPO, KTO, ORPO and SFT run through the CLI entry point on plain
 conversational data, the exported policy reloads with ``AutoModelForCausalLM`` (same logits as the
 trained module, not the starting weights) and generates; the compact head's log-probs and gradients
 equal the model's own logits path. The matrix runs in-process (``lit_align.cli.main``); the
-subprocess test is the one that checks what a user sees.
+error a user sees comes through ``cli_main``, what ``python -m lit_align`` calls.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -24,7 +22,7 @@ from lit_align.data.sft import SFTDataModule
 from lit_align.data.unpaired import UnpairedDataModule
 from lit_align.errors import ConfigError
 from lit_align.head import completion_logps, split_head
-from tests.conftest import REPO
+from tests.conftest import cli_in_process
 from tests.families import FAMILIES, PLAIN_CHAT_TEMPLATE, family_checkpoints  # noqa: F401  (fixture)
 
 METHODS = {
@@ -159,13 +157,14 @@ def test_special_tokens_per_family(family_checkpoints):  # noqa: F811
 
 
 # ----- chat data with a tokenizer that has no chat template (item 3) -------------------------------
-def test_gpt2_chat_data_without_template_is_one_message_naming_the_fixes(family_checkpoints, tmp_path):  # noqa: F811
-    """What a user sees: `python -m lit_align fit` on TRL conversational pairs with a GPT-2 checkpoint."""
+def test_gpt2_chat_data_without_template_is_one_message_naming_the_fixes(family_checkpoints, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """What a user sees: `python -m lit_align fit` (``cli_main``, in-process) on TRL conversational pairs with a GPT-2 checkpoint."""
     args = cli_args("lit_align.algorithms.DPO", family_checkpoints["models"]["gpt2"], "lit_align.data.pairwise.PairwiseDataModule", family_checkpoints["data"]["pairwise", "chat"], str(tmp_path))
-    result = subprocess.run([sys.executable, "-m", "lit_align", *args], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": REPO}, timeout=180)
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    error = next(line for line in result.stderr.splitlines() if line.startswith("lit_align: error:"))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli_in_process(capsys, *args)
+    assert code == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    error = next(line for line in err.splitlines() if line.startswith("lit_align: error:"))
     assert "pairwise_chat.jsonl [train] row 0: the prompt is a list of chat messages" in error and "gpt2' has no chat template" in error
     for fix in ("tokenizer.chat_template", "data.init_args.chat_template: \"{%", "data.init_args.chat_template: never"):
         assert fix in error, (fix, error)

@@ -4,28 +4,28 @@ there, and its start-up summary prints no FLOPs that were never measured."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import torch
 from lightning import LightningModule, Trainer
 
 from benchmarks.workload import write_pairs
 from lit_align.callbacks import ModelSummary
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_in_process
 
 
-def test_fast_dev_run_writes_nothing_in_the_current_folder_and_no_zero_flops(tmp_path):
+def test_fast_dev_run_writes_nothing_in_the_current_folder_and_no_zero_flops(tmp_path, monkeypatch, capfd):
     work = tmp_path / "work"
     work.mkdir()
     pairs = write_pairs(str(tmp_path / "pairs.jsonl"), 12, seed=1)
     args = ["--config", os.path.join(REPO, "configs", "dpo.yaml"), "--model.init_args.model=embedded:micro", f"--data.init_args.dataset={pairs}",
             "--data.init_args.val_fraction=0.25", "--data.init_args.batch_size=2", "--data.init_args.max_length=32",
             "--data.init_args.max_prompt_length=12", "--trainer.fast_dev_run=2", "--trainer.enable_progress_bar=false"]
-    env = {**os.environ, "PYTHONPATH": REPO, "HF_HUB_OFFLINE": "1", "LIT_ALIGN_CACHE": str(tmp_path / "cache"), "LIT_ALIGN_DEBUG": ""}
-    result = subprocess.run([sys.executable, "-m", "lit_align", "fit", *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    # ``python -m lit_align fit`` from the user's folder: its ``cli_main``, in-process.
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("LIT_ALIGN_CACHE", str(tmp_path / "cache"))
+    code, out, err = cli_in_process(capfd, "fit", *args)
+    output = out + err
+    assert code == 0, output[-3000:]
     # Lightning's ModelCheckpoint wrote ./checkpoints/last.ckpt here (save_last ignores fast_dev_run).
     assert os.listdir(work) == []
     # The summary is printed, without Lightning's column of zero FLOPs and "Total FLOPs: 0".

@@ -213,7 +213,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resumes(tmp_path):
 @pytest.mark.slow
 def test_second_ctrl_c_stops_at_once_and_says_what_was_lost(tmp_path):
     config = tiny_sft_config(tmp_path)
-    process, marker = start_marked_run(tmp_path, config, 3.0)
+    process, marker = start_marked_run(tmp_path, config, 1.5)
     last = os.path.join(str(tmp_path), "sft", "version_0", "checkpoints", "last.ckpt")
     # last.ckpt is written at the validation after step 3; interrupt during step 4's pause.
     wait_for(process, lambda: marked_step(marker) >= 4 and os.path.exists(last), "step 4")

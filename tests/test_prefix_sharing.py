@@ -3,7 +3,6 @@ per-token log-probs, sums, gradients and DPO trajectory of the usual 2B-row forw
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -272,18 +271,15 @@ def test_auto_decides_per_batch_and_says_once_why_it_is_off(monkeypatch, caplog)
     assert len(said) == 1 and "off (attention implementation 'flash_attention_2'" in said[0]
 
 
-def test_prefix_sharing_setting_is_checked_through_the_cli(tmp_path):
-    import subprocess
-    import sys
+def test_prefix_sharing_setting_is_checked_through_the_cli(tmp_path, monkeypatch, capsys):
+    from tests.conftest import REPO, cli_in_process
 
-    from tests.conftest import REPO
-
-    command = [sys.executable, "-m", "lit_align", "fit", "--config", f"{REPO}/configs/dpo.yaml", "--model.init_args.model=embedded:micro", "--data.init_args.model=embedded:micro", "--model.init_args.prefix_sharing=sometimes"]
-    # The repository on the path, as the other CLI tests put it: the subprocess runs from tmp_path.
-    proc = subprocess.run(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "prefix_sharing: 'sometimes' is not a setting; use true" in proc.stderr and "false" in proc.stderr and "auto" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli_in_process(capsys, "fit", "--config", f"{REPO}/configs/dpo.yaml", "--model.init_args.model=embedded:micro", "--data.init_args.model=embedded:micro",
+                                  "--model.init_args.prefix_sharing=sometimes")
+    assert code == 1
+    assert "prefix_sharing: 'sometimes' is not a setting; use true" in err and "false" in err and "auto" in err
+    assert "Traceback" not in err
 
 
 def test_long_prompt_workload_has_prompts_at_least_three_times_the_completions(tmp_path):

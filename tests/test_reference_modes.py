@@ -251,13 +251,16 @@ def test_a_mode_registered_by_a_plugin_works_from_the_cli_and_an_unknown_one_is_
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}", "LIT_ALIGN_DEBUG": ""}
 
-    def fit(*args):
-        return subprocess.run([sys.executable, "-m", "lit_align", "fit", "--config", str(tmp_path / "run.yaml"), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    def fit(cwd, *args) -> subprocess.Popen:
+        os.makedirs(cwd, exist_ok=True)
+        return subprocess.Popen([sys.executable, "-m", "lit_align", "fit", "--config", str(tmp_path / "run.yaml"), *args], cwd=cwd, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    ok = fit()
-    assert ok.returncode == 0, ok.stderr[-3000:]
+    # Both at once, each in its own folder: independent runs, so the test takes the longer one's time.
+    runs = {"ok": fit(tmp_path / "ok"), "bad": fit(tmp_path / "bad", "--model.init_args.reference=bogus")}
+    (_, ok_err), (_, bad_err) = (runs[name].communicate(timeout=600) for name in ("ok", "bad"))
+    assert runs["ok"].returncode == 0, ok_err[-3000:]
     assert (tmp_path / "seen.txt").read_text() == "TwinReference True"  # DPO accepts a copy-like mode; it built its frozen copy
-    bad = fit("--model.init_args.reference=bogus")
-    assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
-    message = [line for line in bad.stderr.splitlines() if line.startswith("lit_align: error: ")]
-    assert len(message) == 1 and "unknown reference mode 'bogus'; registered modes: copy, none, precomputed, adapter, twin" in message[0], bad.stderr[-3000:]
+    assert runs["bad"].returncode != 0 and "Traceback" not in bad_err, bad_err[-3000:]
+    message = [line for line in bad_err.splitlines() if line.startswith("lit_align: error: ")]
+    assert len(message) == 1 and "unknown reference mode 'bogus'; registered modes: copy, none, precomputed, adapter, twin" in message[0], bad_err[-3000:]

@@ -4,11 +4,10 @@ an export that HF and HFClassifierReward score identically, learning on embedded
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -27,7 +26,7 @@ from lit_align.metrics import GoldRankCorrelation, RewardModelMetrics
 from lit_align.ops import pad_left, pad_right
 from lit_align.reward_head import last_token_index, pool_last_token, score_layer
 from lit_align.rewards import HFClassifierReward, LexiconSentimentReward
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_in_process
 
 ROWS = [[2, 40, 41, 42, 3], [2, 44, 3]]  # BOS ... EOS (ids of the embedded tokenizer: <s> = 2, </s> = 3)
 
@@ -172,7 +171,7 @@ def test_short_training_run_beats_chance_and_tracks_the_gold_reward():
     assert metrics["val/loss"] < math.log(2.0) - 0.1
 
 
-def test_cli_trains_from_a_local_jsonl_and_exports_a_classifier(tmp_path):
+def test_cli_trains_from_a_local_jsonl_and_exports_a_classifier(tmp_path, monkeypatch, capfd, caplog):
     rng = random.Random(0)
     rows = []
     for _ in range(40):
@@ -180,15 +179,16 @@ def test_cli_trains_from_a_local_jsonl_and_exports_a_classifier(tmp_path):
         rows.append({"prompt": prompt, "chosen": make_completion(prompt, rng, 0.95), "rejected": make_completion(prompt, rng, 0.05)})
     dataset = tmp_path / "pairs.jsonl"
     dataset.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    command = [
-        sys.executable, "-m", "lit_align", "fit", "--config", os.path.join(REPO, "configs/reward_model.yaml"),
-        "--data.init_args.dataset", str(dataset), "--trainer.max_steps", "4",
-        "--model.init_args.model=embedded:micro", "--data.init_args.batch_size=8", "--trainer.val_check_interval=2", "--trainer.enable_progress_bar=false",
-    ]
-    env = {**os.environ, "LIT_ALIGN_CACHE": str(tmp_path / "cache"), "PYTHONPATH": REPO, "OMP_NUM_THREADS": "2"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "kept 38/38" in result.stdout + result.stderr  # 40 rows, 2 held out for validation
+    # ``python -m lit_align fit`` in tmp_path: its ``cli_main``, in-process.
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO):
+        code, out, err = cli_in_process(
+            capfd, "fit", "--config", os.path.join(REPO, "configs/reward_model.yaml"), "--data.init_args.dataset", str(dataset), "--trainer.max_steps", "4",
+            "--model.init_args.model=embedded:micro", "--data.init_args.batch_size=8", "--trainer.val_check_interval=2", "--trainer.enable_progress_bar=false",
+        )  # fmt: skip
+    assert code == 0, err[-3000:]
+    # The data report is logged (stderr in a fresh process; caplog once other tests have set up logging here).
+    assert "kept 38/38" in out + err + caplog.text  # 40 rows, 2 held out for validation
     export = tmp_path / "data" / "embedded" / "reward_model"
     model = AutoModelForSequenceClassification.from_pretrained(export)
     assert model.config.num_labels == 1 and type(model).__name__ == "LlamaForSequenceClassification"

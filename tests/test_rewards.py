@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +11,7 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 from lit_align.embedded.tokenizer import build_tokenizer
 from lit_align.errors import ConfigError
 from lit_align.rewards import HFClassifierReward, LexiconSentimentReward
+from tests.conftest import cli_in_process
 
 
 def test_lexicon_reward_counts_sentiment_words_per_word():
@@ -96,13 +95,12 @@ def test_hf_reward_missing_model_is_a_clear_error(tmp_path):
         HFClassifierReward(str(tmp_path / "empty"))
 
 
-def test_hf_reward_missing_model_through_the_cli_is_one_paragraph(tmp_path):
-    """The real CLI: a reward model folder that was never exported is a one-paragraph error, no traceback."""
+def test_hf_reward_missing_model_through_the_cli_is_one_paragraph(tmp_path, monkeypatch, capsys):
+    """The CLI (``cli_main``, in-process): a reward model folder that was never exported is a one-paragraph error, no traceback."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     missing = tmp_path / "no_reward_model"
-    command = [sys.executable, "-m", "lit_align", "fit", "--config", os.path.join(repo, "configs/online_dpo.yaml"), "--model.init_args.model=embedded:micro",
-               "--model.init_args.reward=lit_align.rewards.HFClassifierReward", f"--model.init_args.reward.model={missing}", "--trainer.max_steps=1"]
-    env = {**os.environ, "LIT_ALIGN_CACHE": str(tmp_path / "cache"), "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
-    assert f"there is no folder {missing}" in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli_in_process(capsys, "fit", "--config", os.path.join(repo, "configs/online_dpo.yaml"), "--model.init_args.model=embedded:micro",
+                                  "--model.init_args.reward=lit_align.rewards.HFClassifierReward", f"--model.init_args.reward.model={missing}", "--trainer.max_steps=1")
+    assert code == 1
+    assert f"there is no folder {missing}" in err and "Traceback" not in err, err[-3000:]

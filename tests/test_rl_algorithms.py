@@ -223,21 +223,18 @@ def test_inner_loop_takes_epochs_times_minibatches_steps_per_rollout():
         assert bool(torch.isfinite(logged[f"train/{name}"])), name
 
 
-def test_cli_explains_an_unregistered_estimator(tmp_path):
-    """Through the real command line: one paragraph naming the option and the fix, no traceback, exit != 0."""
+def test_cli_explains_an_unregistered_estimator(tmp_path, monkeypatch, capsys):
+    """Through the command line (``cli_main``, in-process): one paragraph naming the option and the fix, no traceback, exit != 0."""
     import os
-    import subprocess
-    import sys
 
-    from tests.conftest import REPO
+    from tests.conftest import REPO, cli_in_process
 
-    command = [sys.executable, "-m", "lit_align", "fit", "--config", os.path.join(REPO, "configs/grpo.yaml"), "--model.init_args.model=embedded:micro",
-               "--model.init_args.advantage_estimator=leave_one_in", "--trainer.max_steps=1"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "2", "LIT_ALIGN_CACHE": str(tmp_path / "cache")}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli_in_process(capsys, "fit", "--config", os.path.join(REPO, "configs/grpo.yaml"), "--model.init_args.model=embedded:micro",
+                                  "--model.init_args.advantage_estimator=leave_one_in", "--trainer.max_steps=1")  # fmt: skip
+    assert code == 1
     message = "GRPO: advantage_estimator 'leave_one_in' is not registered; choose one of dr_grpo, gae, grpo, rloo"
-    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert message in err and "Traceback" not in err, err[-2000:]
 
 
 def test_cli_refuses_groups_of_one_for_a_group_baseline(tmp_path):

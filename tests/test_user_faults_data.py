@@ -11,15 +11,13 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from lit_align.cli import cli_main
 from lit_align.data.dedup import row_key
 from lit_align.data.pairwise import PairwiseDataModule
-from tests.conftest import REPO
+from tests.conftest import cli_in_process
 from tests.families import family_checkpoints  # noqa: F401  (fixture)
 
 PAIR = {"prompt": "the film was", "chosen": "great and fresh .", "rejected": "dull and cold ."}
@@ -62,18 +60,19 @@ def damaged_copy(family_checkpoints, tmp_path, name: str) -> str:  # noqa: F811
 
 
 # ----- the model folder and its tokenizer ------------------------------------------------------------
-def test_folder_without_tokenizer_files_is_refused_not_trained_on(family_checkpoints, tmp_path):  # noqa: F811
+def test_folder_without_tokenizer_files_is_refused_not_trained_on(family_checkpoints, tmp_path, monkeypatch, capsys):  # noqa: F811
     """transformers 5 builds an empty one-token tokenizer here; the run used to train on nothing and exit 0."""
     folder = damaged_copy(family_checkpoints, tmp_path, "no_tokenizer")
     for name in os.listdir(folder):
         if name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
             os.remove(os.path.join(folder, name))
     data = write_jsonl(tmp_path / "pairs.jsonl", pairs(4))
-    # What the user runs: the module, in a subprocess (the exit status is the point).
-    result = subprocess.run([sys.executable, "-m", "lit_align", *fit_args(folder, data, str(tmp_path))], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    error = next(line for line in result.stderr.splitlines() if line.startswith("lit_align: error:"))
+    # What the user runs: ``cli_main``, in-process (the exit status is the point).
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli_in_process(capsys, *fit_args(folder, data, str(tmp_path)))
+    assert code == 1, err[-3000:]
+    assert "Traceback" not in err
+    error = next(line for line in err.splitlines() if line.startswith("lit_align: error:"))
     assert "encodes text to no tokens" in error and "vocabulary of 1 token(s)" in error and "tokenizer.save_pretrained" in error, error
 
 

@@ -7,8 +7,6 @@ range is accepted (so the checks are not just "reject everything").
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -19,7 +17,7 @@ from lit_align.data.sft import SFTDataModule
 from lit_align.data.unpaired import UnpairedDataModule, ratio_subsample
 from lit_align.errors import ConfigError
 from lit_align.rewards import HFClassifierReward, LexiconSentimentReward
-from tests.conftest import REPO
+from tests.conftest import cli_in_process
 
 DATA_CASES = [
     ({"batch_size": 0}, r"batch_size must be an integer in \[1, inf\), got 0"),
@@ -128,13 +126,13 @@ def test_reward_arguments(tmp_path):
             HFClassifierReward(missing, **kwargs)
 
 
-def test_negative_beta_through_the_cli_is_one_message(tmp_path):
-    """`--model.beta -1.0` stops at build time with one `lit_align: error:` line, no traceback, before any data is read."""
-    args = [sys.executable, "-m", "lit_align", "fit", "--model", "lit_align.algorithms.KTO", "--model.model", "embedded:micro", "--model.beta", "-1.0",
-            "--data", "lit_align.data.unpaired.UnpairedDataModule", "--data.dataset", str(tmp_path / "never_read.jsonl"),
-            "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)]
-    result = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
-    assert result.returncode != 0
-    assert "lit_align: error: KTO: beta must be in (0, inf), got -1.0" in result.stderr, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
+def test_negative_beta_through_the_cli_is_one_message(tmp_path, monkeypatch, capsys):
+    """`--model.beta -1.0` stops at build time with one `lit_align: error:` line, no traceback, before any data is read (``cli_main``, in-process)."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli_in_process(capsys, "fit", "--model", "lit_align.algorithms.KTO", "--model.model", "embedded:micro", "--model.beta", "-1.0",
+                                  "--data", "lit_align.data.unpaired.UnpairedDataModule", "--data.dataset", str(tmp_path / "never_read.jsonl"),
+                                  "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path))
+    assert code == 1
+    assert "lit_align: error: KTO: beta must be in (0, inf), got -1.0" in err, err[-3000:]
+    assert "Traceback" not in err
     assert not os.listdir(tmp_path) or not any(name.startswith(("lightning_logs", "checkpoints")) for name in os.listdir(tmp_path))
