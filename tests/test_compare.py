@@ -65,6 +65,13 @@ def test_quick_comparison_end_to_end(embedded_sft_model, tmp_path):
         starts.add(round(r["start_reward"], 6))
     # Identical held-out prompts and sampling seed whatever the DataModule: one shared starting point.
     assert len(starts) == 1
+    # The HPARAMS tab's columns: one experiment summary at the logdir's root with every method run.
+    from tests.test_tensorboard_view import hparams_content
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(hparams_content(os.path.join(out, "tb"))["_hparams_/experiment"]).experiment
+    methods_listed = next(info for info in experiment.hparam_infos if info.name == "method").domain_discrete.values
+    assert sorted(v.string_value for v in methods_listed) == sorted(methods)
 
     # One Best-of-N curve per seed, on that seed's held-out prompts (each run is scored against its own seed's).
     curves = summary["best_of_n"]

@@ -15,15 +15,16 @@ EVALUATION = '--trainer.callbacks+={"class_path": "lit_align.callbacks.SampledEv
 SUMMARY = '--trainer.callbacks+={"class_path": "lit_align.callbacks.HParamsSummary", "init_args": {"extra": {"method": "sft", "strength": 0.5}}}'
 
 
-def hparams_of(log_dir: str) -> tuple[dict, list[str]]:
-    """The hparams (name -> value) of the run's session-start summary and the metric tags its experiment lists."""
+def hparams_content(log_dir: str) -> dict[str, bytes]:
     events = EventAccumulator(log_dir, size_guidance={"tensors": 0})
     events.Reload()
-    content = events.PluginTagToContent("hparams")
-    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    values = {name: getattr(v, v.WhichOneof("kind")) for name, v in start.hparams.items()}
-    return values, [m.name.tag for m in experiment.metric_infos]
+    return events.PluginTagToContent("hparams")
+
+
+def hparams_of(log_dir: str) -> dict:
+    """The hparams (name -> value) of the run's session-start summary."""
+    start = plugin_data_pb2.HParamsPluginData.FromString(hparams_content(log_dir)["_hparams_/session_start_info"]).session_start_info
+    return {name: getattr(v, v.WhichOneof("kind")) for name, v in start.hparams.items()}
 
 
 @pytest.mark.slow
@@ -31,10 +32,11 @@ def test_run_lists_its_settings_and_final_evaluation_and_reports_data_as_text(tm
     config = tiny_sft_config(tmp_path)
     cli = run_cli(["fit", "--config", config, "--trainer.max_epochs=1", EVALUATION, SUMMARY], str(tmp_path))
     log_dir = cli.trainer.logger.log_dir
-    values, metrics = hparams_of(log_dir)
+    values = hparams_of(log_dir)
     assert values["algorithm"] == "SFT" and values["method"] == "sft" and values["strength"] == 0.5
     assert values["data/seed"] == 0 and values["data/num_examples"] == 48
-    assert {"eval/reward", "eval/kl", "val/loss"} <= set(metrics)
+    # No experiment summary of its own: TensorBoard takes the first one it finds as every run's columns.
+    assert "_hparams_/experiment" not in hparams_content(log_dir)
 
     scalars = read_scalars(log_dir)
     # The hparams metrics are the final evaluation's values, so the HPARAMS scatter is the frontier.
@@ -77,3 +79,15 @@ def test_final_evaluation_uses_its_larger_sample(tmp_path, monkeypatch):
     evaluation = EVALUATION.replace('"max_new_tokens": 4', '"max_new_tokens": 4, "final_num_prompts": 6, "final_samples_per_prompt": 3')
     run_cli(["fit", "--config", tiny_sft_config(tmp_path), "--trainer.max_steps=4", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1", evaluation], str(tmp_path))
     assert drawn == [(4, 2), (6, 3)]
+
+
+def test_sweep_experiment_lists_every_value_of_its_columns(tmp_path):
+    """``write_experiment``: one summary at the logdir root whose string columns carry all the runs'
+    values (without them TensorBoard's HPARAMS page filters out every row) and the final metrics."""
+    from lit_align.callbacks.hparams import FINAL_METRICS, write_experiment
+
+    write_experiment(str(tmp_path), {"method": ["dpo", "ppo"], "strength": ["beta=0.1", "beta=0.3"], "seed": [0, 1, 2]})
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(hparams_content(str(tmp_path))["_hparams_/experiment"]).experiment
+    domains = {info.name: [getattr(v, v.WhichOneof("kind")) for v in info.domain_discrete.values] for info in experiment.hparam_infos}
+    assert domains == {"method": ["dpo", "ppo"], "strength": ["beta=0.1", "beta=0.3"], "seed": [0.0, 1.0, 2.0]}
+    assert [m.name.tag for m in experiment.metric_infos] == list(FINAL_METRICS)

@@ -68,5 +68,22 @@ class HParamsSummary(Callback):
                 # logging them again (as log_hyperparams does) would add a point to every eval curve.
                 settings = logger._sanitize_params(_flatten_dict(self.settings(trainer, pl_module)))
                 writer = logger.experiment._get_file_writer()
-                for summary in hparams(settings, metrics):
+                # The session summaries only, not the experiment one: the plugin takes the first experiment
+                # summary it finds in the logdir as everyone's, and a run's own lists its settings without
+                # the other runs' string values, which left the HPARAMS table empty in a browser. Without
+                # one, the plugin derives the columns from every run (or from ``write_experiment``'s).
+                _, session_start, session_end = hparams(settings, metrics)
+                for summary in (session_start, session_end):
                     writer.add_summary(summary, trainer.global_step)
+
+
+def write_experiment(log_dir: str, settings: dict[str, list], metrics: tuple[str, ...] = FINAL_METRICS) -> None:
+    """Write one experiment summary at the root of ``log_dir``, a sweep's logdir: the HPARAMS tab's
+    columns are then ``settings`` (name -> every value the runs take) and ``metrics``, instead of every
+    setting and scalar tag of every run. Write it after the runs, with all their values."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    first = {name: values[0] for name, values in settings.items() if values}
+    experiment, _, _ = hparams(first, dict.fromkeys(metrics, 0.0), hparam_domain_discrete={name: list(values) for name, values in settings.items() if values})
+    with SummaryWriter(log_dir) as writer:
+        writer._get_file_writer().add_summary(experiment)
