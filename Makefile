@@ -18,11 +18,13 @@ sft:
 dpo:
 	$(PYTHON) -m lit_align fit --config configs/dpo.yaml
 
+# Two pytest-xdist workers: many tests are single-threaded Python (imports, small models), so the
+# second core would otherwise idle through them; conftest gives each worker one torch thread.
 test: install
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist worksteal
 
 test-fast:
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTHON) -m pytest -q -n 2 --dist worksteal -m "not slow"
 
 # runs/ and the SFT export data/embedded/sft are relative to this folder; generated data is cached in
 # $LIT_ALIGN_CACHE (default ~/.cache/lit_align), which `clean` leaves alone.
