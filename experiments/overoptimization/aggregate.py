@@ -82,6 +82,15 @@ def curves(results: dict, proxy: str, start: dict[str, float]) -> dict[str, Curv
     return {name: Curve(name, seeds) for name, seeds in grouped.items()}
 
 
+def highest(points: list[dict]) -> int:
+    """Index of the highest gold in ``points`` (training steps, or Best-of-N's N in order)."""
+    return max(range(len(points)), key=lambda i: points[i]["gold"])
+
+
+def bracket(pair: tuple[float, float]) -> str:
+    return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
 @dataclass
 class TurnDown:
     verdict: str  # "yes", "no" (highest at the last measurement) or "not measurably"
@@ -106,7 +115,7 @@ class TurnDown:
 
 def turn_down(curve: Curve) -> TurnDown:
     mean = curve.mean()
-    best = max(range(len(mean)), key=lambda i: mean[i]["gold"])
+    best = highest(mean)
     peak, last = mean[best], mean[-1]
     drops = [a - b for a, b in zip(curve.at(peak["step"], "gold"), curve.at(last["step"], "gold"))]
     rises = [b - a for a, b in zip(curve.at(peak["step"], "proxy"), curve.at(last["step"], "proxy"))]
@@ -181,7 +190,7 @@ def fit_bon(pool: dict, proxy: str, ns: tuple[int, ...], resamples: int = 200, s
         pooled = fit("bon", d, np.array([r["gold"] for r in curve]))
     except ValueError:
         return None, (float("nan"), float("nan"))
-    best = max(range(len(curve)), key=lambda i: curve[i]["gold"])
+    best = highest(curve)
     rng = np.random.default_rng(seed)
     prompts = len(pool["gold"])
     alphas, betas, peaks, drops = [], [], [], []
@@ -194,3 +203,15 @@ def fit_bon(pool: dict, proxy: str, ns: tuple[int, ...], resamples: int = 200, s
     alpha, beta = np.percentile(alphas, [2.5, 97.5]), np.percentile(betas, [2.5, 97.5])
     summary = FitSummary(pooled, (float(alpha[0]), float(alpha[1])), (float(beta[0]), float(beta[1])), f"bootstrap over {prompts} prompts ({resamples} resamples)", peaks)
     return summary, tuple(float(x) for x in np.percentile(drops, [2.5, 97.5]))
+
+
+def bon_turn_down(curve: list[dict], drop: tuple[float, float]) -> str:
+    """Best-of-N's answer to "does gold turn down?", in words: ``curve`` from ``bon_curve``, ``drop``
+    ``fit_bon``'s bootstrap interval of gold(best N) - gold(largest N). "yes" needs it above 0."""
+    i = highest(curve)
+    best, last = curve[i], curve[-1]
+    if i == len(curve) - 1:
+        return f"no: gold is highest at the largest N ({last['n']}, d = {last['d']:.2f})"
+    measured = "yes" if drop[0] > 0 else "not measurably"
+    return (f"{measured}: gold peaks at N = {best['n']} (d = {best['d']:.2f}) and is {best['gold'] - last['gold']:.3f} "
+            f"(95% bootstrap {bracket(drop)}) lower at N = {last['n']}")

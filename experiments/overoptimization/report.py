@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from experiments.compare.stats import fmt_ci, mean_ci
-from experiments.overoptimization.aggregate import Curve, bon_curve, curves, fit_bon, fit_rl, study_start, turn_down
+from experiments.overoptimization.aggregate import Curve, bon_curve, bon_turn_down, bracket, curves, fit_bon, fit_rl, study_start, turn_down
 from experiments.overoptimization.evaluate import spearman
 from experiments.overoptimization.plan import Budget
 
@@ -85,10 +85,6 @@ def cost_table(folder: str, results: dict) -> list[str]:
             "| piece | count | wall (s) | CPU (s) |", "|---|---|---|---|"] + rows + [""]
 
 
-def _ci(pair: tuple[float, float]) -> str:
-    return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
-
-
 def trajectory_rows(name: str, curve: Curve) -> list[str]:
     return [f"| {name} | {m['step']} | {m['n']} | {fmt_ci(m['kl'], m['kl_ci'], 2)} | {fmt_ci(m['d'], m['d_ci'], 2)} | {fmt_ci(m['gold'], m['gold_ci'])} | "
             f"{fmt_ci(m['proxy'], m['proxy_ci'])} | {m['spearman']:.2f} | {m['length']:.1f} |" for m in curve.mean()]
@@ -129,14 +125,7 @@ def write_report(folder: str, budget: Budget, quality: dict, pool: dict, dpo_inf
         if bon_fit:
             fits["bon"] = bon_fit
             fit_rows.append((name, "Best-of-N", "d(α − βd)", bon_fit, bon[-1]["d"]))
-        best = max(range(len(bon)), key=lambda i: bon[i]["gold"])
-        if best == len(bon) - 1:
-            bon_words = f"no: gold is highest at the largest N ({bon[-1]['n']}, d = {bon[-1]['d']:.2f})"
-        else:
-            measured = "yes" if bon_drop[0] > 0 else "not measurably"
-            bon_words = (f"{measured}: gold peaks at N = {bon[best]['n']} (d = {bon[best]['d']:.2f}) and is {bon[best]['gold'] - bon[-1]['gold']:.3f} "
-                         f"(95% bootstrap {_ci(bon_drop)}) lower at N = {bon[-1]['n']}")
-        verdicts.append(f"| {name} | Best-of-N | {bon_words} |")
+        verdicts.append(f"| {name} | Best-of-N | {bon_turn_down(bon, bon_drop)} |")
         for curve_name, curve in runs.items():
             verdicts.append(f"| {name} | {curve.method} | {turn_down(curve).words()} |")
             summary = fit_rl(curve)
@@ -169,7 +158,7 @@ def write_report(folder: str, budget: Budget, quality: dict, pool: dict, dpo_inf
     for name, method, form, s, reached in fit_rows:
         f = s.pooled
         peak = "none (β ≤ 0)" if f.peak is None else f"{f.peak:.2f}" if f.peak <= 3 * reached else f"beyond 3x the range ({3 * reached:.1f})"
-        lines.append(f"| {name} | {method} | {form} | {f.alpha:.4f} | {_ci(s.alpha)} | {f.beta:.4f} | {_ci(s.beta)} | {f.r2:.3f} | {peak} | {s.peak_words(reached)} | {reached:.2f} | "
+        lines.append(f"| {name} | {method} | {form} | {f.alpha:.4f} | {bracket(s.alpha)} | {f.beta:.4f} | {bracket(s.beta)} | {f.r2:.3f} | {peak} | {s.peak_words(reached)} | {reached:.2f} | "
                      f"{'yes' if s.turns_in_range(reached) else 'no'} |")
     lines += ["", "## Curves", ""] + tables + cost_table(cache or folder, results)
     path = os.path.join(folder, "results.md")

@@ -235,25 +235,24 @@ def main(argv: list[str] | None = None) -> dict:
     budget = QUICK if args.quick else Budget()
     out = os.path.abspath(args.out or os.path.join("outputs", "overoptimization_quick" if args.quick else "overoptimization"))
     jobs = args.jobs or (1 if args.quick else 2)
-    monitor = LoadMonitor().__enter__()
-    say(f"output {out}; {len(budget.proxies)} proxies, {len(runs(budget))} optimisation runs; 1-minute load average {monitor.samples[0]:.1f} on {os.cpu_count()} core(s)")
+    with LoadMonitor() as monitor:
+        say(f"output {out}; {len(budget.proxies)} proxies, {len(runs(budget))} optimisation runs; 1-minute load average {monitor.samples[0]:.1f} on {os.cpu_count()} core(s)")
 
-    from lit_align.modeling import is_embedded
+        from lit_align.modeling import is_embedded
 
-    sft = (args.sft_model if is_embedded(args.sft_model) else os.path.abspath(args.sft_model)) if args.sft_model else train_sft(out, budget, args.force)
-    files = prepare_pairs(sft, out, budget, args.force)
-    proxies = train_proxies(sft, files, out, budget, args.force)
-    key = {"sft": sft, "proxies": {n: load(os.path.join(out, "done", f"proxy_{n}.json"))["seconds"] for n in proxies}}
-    quality = cached(os.path.join(out, "done", "proxy_quality.json"), key, lambda: proxy_quality(proxies, out), args.force, "proxy held-out accuracy")
-    dpo_info = cached(os.path.join(out, "done", "dpo_pairs.json"), key, lambda: label_dpo_pairs(proxies, out), args.force, "labelling the offline-DPO pairs with each proxy")
-    # The Best-of-N pool needs no run: it is sampled here while the workers train.
-    results, pool = optimise(sft, proxies, out, budget, jobs, args.force, meanwhile=lambda: cached(
-        os.path.join(out, "done", "bon_pool.json"), {**key, "pool": budget.bon_pool, "prompts": budget.eval_prompts}, lambda: measure_pool(sft, proxies, budget), args.force,
-        f"Best-of-N pool: {budget.bon_pool} SFT samples on each of {budget.eval_prompts} held-out prompts"))
+        sft = (args.sft_model if is_embedded(args.sft_model) else os.path.abspath(args.sft_model)) if args.sft_model else train_sft(out, budget, args.force)
+        files = prepare_pairs(sft, out, budget, args.force)
+        proxies = train_proxies(sft, files, out, budget, args.force)
+        key = {"sft": sft, "proxies": {n: load(os.path.join(out, "done", f"proxy_{n}.json"))["seconds"] for n in proxies}}
+        quality = cached(os.path.join(out, "done", "proxy_quality.json"), key, lambda: proxy_quality(proxies, out), args.force, "proxy held-out accuracy")
+        dpo_info = cached(os.path.join(out, "done", "dpo_pairs.json"), key, lambda: label_dpo_pairs(proxies, out), args.force, "labelling the offline-DPO pairs with each proxy")
+        # The Best-of-N pool needs no run: it is sampled here while the workers train.
+        results, pool = optimise(sft, proxies, out, budget, jobs, args.force, meanwhile=lambda: cached(
+            os.path.join(out, "done", "bon_pool.json"), {**key, "pool": budget.bon_pool, "prompts": budget.eval_prompts}, lambda: measure_pool(sft, proxies, budget), args.force,
+            f"Best-of-N pool: {budget.bon_pool} SFT samples on each of {budget.eval_prompts} held-out prompts"))
 
     from experiments.overoptimization.report import write_report
 
-    monitor.__exit__()
     call = monitor.summary()
     command = ("python experiments/overoptimization/run.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     trained = sum(not r["reused"] for r in results.values())

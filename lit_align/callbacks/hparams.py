@@ -83,7 +83,7 @@ def write_experiment(log_dir: str, settings: dict[str, list], metrics: tuple[str
     setting and scalar tag of every run. Write it after the runs, with all their values."""
     from torch.utils.tensorboard import SummaryWriter
 
-    first = {name: values[0] for name, values in settings.items() if values}
-    experiment, _, _ = hparams(first, dict.fromkeys(metrics, 0.0), hparam_domain_discrete={name: list(values) for name, values in settings.items() if values})
+    domains = {name: list(values) for name, values in settings.items() if values}
+    experiment, _, _ = hparams({name: values[0] for name, values in domains.items()}, dict.fromkeys(metrics, 0.0), hparam_domain_discrete=domains)
     with SummaryWriter(log_dir) as writer:
         writer._get_file_writer().add_summary(experiment)
