@@ -82,6 +82,12 @@ PREFERRED_FT = (
 # The RL recipes' prompts per step, raised to the 16 prompts of every other method's step.
 RL_BATCH = ("--data.init_args.batch_size=16",)
 
+# Cuts that fit five seeds of the sweep into 90 minutes on 2 cores (FINDINGS.md, Budget): they were the
+# two costliest methods per run. BOND draws 8 fresh anchor samples per prompt for its quantile (its
+# config: 16); PPO makes 2 passes over each rollout (its config and TRL: 4).
+BOND_BUDGET = ("--model.init_args.quantile_samples=8",)
+PPO_BUDGET = RL_BATCH + ("--model.init_args.num_epochs=2",)
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
@@ -92,7 +98,7 @@ METHODS: dict[str, Method] = {
         Method("kto", "kto.yaml", "embedded_unpaired.yaml", "model.init_args.beta", "beta", (0.03, 0.1, 0.3), 0.1, meaning="KL penalty beta"),
         Method("orpo", "orpo.yaml", "embedded_pairs.yaml", "model.init_args.odds_ratio_weight", "lambda", (0.1, 0.5, 1.0), 0.5, meaning="odds-ratio weight lambda (no reference)"),
         # BOND and J-BOND sample from the anchor and the policy at every step (about 3x a DPO step here).
-        Method("bond", "bond.yaml", "embedded_best_of_n.yaml", "data.init_args.num_samples", "N", (2, 4, 8), 2, meaning="N of the Best-of-N target; KL* = log N - (N-1)/N"),
+        Method("bond", "bond.yaml", "embedded_best_of_n.yaml", "data.init_args.num_samples", "N", (2, 4, 8), 2, BOND_BUDGET, meaning="N of the Best-of-N target; KL* = log N - (N-1)/N"),
         Method("jbond", "jbond.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_weight", "gamma", (0.03, 0.1, 0.3), 0.1, meaning="KL weight gamma to the EMA anchor"),
         # Online DPO (OAIF): 2 samples per prompt from the current policy every step, labelled by the gold reward.
         Method("online_dpo", "online_dpo.yaml", "embedded_best_of_n.yaml", "model.init_args.beta", "beta", (0.03, 0.1, 0.3), 0.1, meaning="KL penalty beta (pairs sampled from the current policy)"),
@@ -100,7 +106,7 @@ METHODS: dict[str, Method] = {
         # GRPO's sweep starts at the paper's beta = 0.04, which ran to KL ~50 in 120 steps here (one probe run, seed 0).
         Method("rloo", "rloo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.05, 0.2), 0.05, RL_BATCH, "per-token KL penalty beta in the reward (k = 4)"),
         Method("grpo", "grpo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.04, 0.2, 1.0), 0.2, RL_BATCH, "weight beta of the k3 KL loss term (G = 4)"),
-        Method("ppo", "ppo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.05, 0.2), 0.05, RL_BATCH, "per-token KL penalty beta in the reward (k = 2, critic, 4 epochs)"),
+        Method("ppo", "ppo.yaml", "embedded_best_of_n.yaml", "model.init_args.kl_coef", "beta", (0.01, 0.05, 0.2), 0.05, PPO_BUDGET, "per-token KL penalty beta in the reward (k = 2, critic, 2 epochs)"),
     ]
 }
 
@@ -135,8 +141,8 @@ class Budget:
     """What every run gets: the same optimiser steps (each on 16 prompts' worth of data), the same
     evaluation (prompts, samples, seed) every ``eval_every`` steps, and the same SFT start."""
 
-    steps: int = 100
-    eval_every: int = 25
+    steps: int = 80
+    eval_every: int = 20
     eval_prompts: int = 64
     samples_per_prompt: int = 2
     # The final evaluation's sample (held-out prompts x samples each): large enough that the sampled

@@ -48,9 +48,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="subset of methods (default: all)")
     parser.add_argument("--method", action="append", default=[], metavar="NAME=CLASS_PATH:RECIPE[:PARAMETER=V1,V2,...]",
                         help="add a method without editing plan.py: an algorithm class path, a recipe YAML (with its data) and optionally the strength parameter and its sweep (repeatable)")
-    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default 0 1; --quick: 0)")
-    parser.add_argument("--steps", type=int, help="optimiser steps per run (default 120)")
-    parser.add_argument("--eval-every", type=int, help="steps between evaluations (default 30)")
+    parser.add_argument("--seeds", nargs="+", type=int, help=f"seeds (default {' '.join(map(str, Budget.seeds))}; --quick: 0)")
+    parser.add_argument("--steps", type=int, help=f"optimiser steps per run (default {Budget.steps})")
+    parser.add_argument("--eval-every", type=int, help=f"steps between evaluations (default {Budget.eval_every})")
     parser.add_argument("--sft-model", help="start every method from this model instead of training the SFT start (e.g. data/embedded/sft)")
     parser.add_argument("--jobs", type=int, help="runs trained at once, each in its own process (default: one per CPU core, at most 4; --quick: 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads per run (default: 1 with --jobs > 1, else torch's choice; 1 is faster on a busy machine)")
