@@ -1,5 +1,6 @@
-"""The benchmark helpers that turn measurements into claims: the targets table (benchmarks/targets.py)
-and the per-phase memory probe (benchmarks/memory_profile.py). No timing: fixed inputs only."""
+"""The benchmark helpers that turn measurements into claims: the targets table (benchmarks/targets.py),
+the defaults-vs-TRL repeats (benchmarks/defaults_vs_trl.py) and the per-phase memory probe
+(benchmarks/memory_profile.py). No timing: fixed inputs only."""
 
 import json
 import os
@@ -11,7 +12,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks import targets  # noqa: E402
+from benchmarks import defaults_vs_trl, targets  # noqa: E402
 from benchmarks.memory_profile import Probe, tensor_bytes  # noqa: E402
 
 
@@ -48,6 +49,22 @@ def test_targets_without_trl_runs_are_not_measured(tmp_path):
     short = _write(tmp_path / "short.json", {"dpo-defaults": {"pairs_per_s": 25.0}})
     rows = targets.table({"short": short, "long": None, "memory": None}).splitlines()[2:]
     assert all("| not measured | - |" in row for row in rows)
+
+
+def test_defaults_vs_trl_pairs_each_repeat_in_balanced_order():
+    order = defaults_vs_trl.balanced_order(3)
+    assert order == ["dpo-defaults", "trl-dpo-nogc", "trl-dpo-nogc", "dpo-defaults", "dpo-defaults", "trl-dpo-nogc"]
+    speeds = {"dpo-defaults": iter([30.0, 36.0, 27.0]), "trl-dpo-nogc": iter([10.0, 9.0, 12.0])}
+    results = [{"run": name, "pairs_per_s": next(speeds[name]), **({"shared_fraction": 0.5} if name == "dpo-defaults" else {})} for name in order]
+    summary = defaults_vs_trl.ratios(results)
+    assert summary["ratios"] == pytest.approx([3.0, 4.0, 2.25])  # repeat i: ours_i / TRL_i
+    assert (summary["median"], summary["low"], summary["high"]) == pytest.approx((3.0, 2.25, 4.0))
+    assert summary["shared_fraction"] == 0.5
+    # The verdict needs every repeat at the bound; the median alone is said as such.
+    assert defaults_vs_trl.row("short", summary, 3.0).endswith("| 0.50 | met by the median, not by every repeat |")
+    assert defaults_vs_trl.row("short", summary, 2.0).endswith("| met |")
+    assert defaults_vs_trl.row("short", summary, 3.5).endswith("| **missed** |")
+    assert "not measured" in defaults_vs_trl.row("long", defaults_vs_trl.ratios([]), 3.0)
 
 
 def test_tensor_bytes_counts_shared_storage_once():

@@ -7,13 +7,18 @@ from experiments.compare.stats import bon_frontier, frontier, mean_ci
 from experiments.compare.tables import BEST_OF_N, MATCHED_KL, methods_of
 
 
+def majority(seeds: int) -> int:
+    """Seeds that must reach a KL for a method's band or marker to be drawn there."""
+    return max(1, (seeds + 1) // 2)
+
+
 def band(per_seed_at: dict[float, dict[int, float]], seeds: int) -> tuple[list[float], list[float], list[float]]:
     """(KL, mean, half-width) where most seeds reach the KL: a stretch only one runaway seed reaches
     would make the line jump between different sets of seeds."""
     xs, means, halves = [], [], []
     for kl, per_seed in sorted(per_seed_at.items()):
         mean, half, n = mean_ci(per_seed.values())
-        if n >= max(1, (seeds + 1) // 2):
+        if n >= majority(seeds):
             xs.append(kl), means.append(mean), halves.append(half or 0.0)
     return xs, means, halves
 
@@ -36,6 +41,7 @@ def plot_frontier(path: str, results: list[dict], curves: dict, table: dict, tit
     fig, ax = plt.subplots(figsize=(10, 6))
     colors = plt.get_cmap("tab10")
     series = [(m, {kl: frontier(results, m, kl) for kl in grid}) for m in methods_of(results)]
+    shown: list[float] = []  # every mean and final point drawn: the y range (a wide band is clipped, not the data)
     if curves:
         series.append((BEST_OF_N, {kl: bon_frontier(curves, kl) for kl in grid}))
     for i, (method, per_kl) in enumerate(series):
@@ -51,11 +57,16 @@ def plot_frontier(path: str, results: list[dict], curves: dict, table: dict, tit
         style = dict(linestyle="--", linewidth=2) if method == BEST_OF_N else dict(linewidth=1.5, linestyle="-" if i < 10 else "-.")
         ax.plot(xs, means, color=color, label=method, **style)
         ax.fill_between(xs, [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)], color=color, alpha=0.15, linewidth=0)
-        marks = [(kl, *mean_ci(table[method][kl].values())[:2]) for kl in MATCHED_KL if method in table and len(table[method][kl]) >= 2]
+        # Markers where the band is drawn (most seeds reach the KL): a 2-seed t interval (t = 12.7) spans the whole axis.
+        marks = [(kl, *mean_ci(table[method][kl].values())[:2]) for kl in MATCHED_KL if method in table and len(table[method][kl]) >= majority(seeds)]
+        shown += means + [r["reward"] for r in finals]
         ax.errorbar([m[0] for m in marks], [m[1] for m in marks], yerr=[m[2] or 0 for m in marks], fmt="o", color=color, markersize=4, capsize=2)
     for kl in MATCHED_KL:
         ax.axvline(kl, color="grey", linewidth=0.5, alpha=0.4)
     ax.set_xlim(0, edge * 1.02)
+    if shown:
+        margin = 0.05 * (max(shown) - min(shown) or 1.0)
+        ax.set_ylim(min(shown) - margin, max(shown) + margin)
     ax.set_xlabel(f"KL(π ‖ SFT start), sampled (nats) — grey lines: matched KL values; ▶ at {edge:g}: runs that ended further out")
     ax.set_ylabel("ground-truth reward of samples (held-out prompts)")
     ax.set_title(title, fontsize=10)

@@ -95,9 +95,11 @@ def final_section(results: list[dict]) -> list[str]:
 def cost_section(results: list[dict], dataset_samples: int) -> list[str]:
     lines = ["## Cost per run", "",
              f"Mean ± 95% t half-width over a method's runs. Samples drawn and reward queries are those of training (the online methods' "
-             f"`OnlineSampling` counters), not the evaluations. The offline methods (SFT, DPO, cDPO, IPO, KTO, ORPO) train on a dataset "
-             f"sampled from the SFT start and labelled by the same reward once per seed: {dataset_samples} samples and as many reward queries, "
-             "shared by all of them and not in their CPU time.", "",
+             "`OnlineSampling` counters), not the evaluations." + (
+                 " The offline methods (SFT, DPO, cDPO, IPO, KTO, ORPO) train on a dataset sampled from the SFT start and labelled by the same "
+                 f"reward once per seed: {dataset_samples} samples and as many reward queries, shared by all of them and not in their CPU time."
+                 # 0: no built-in offline method ran (a --method recipe's data is its own, and uncounted)
+                 if dataset_samples else ""), "",
              "| method | runs | CPU seconds | wall seconds | samples drawn | reward queries | train tokens/s |", "|---|---|---|---|---|---|---|"]
     for method in methods_of(results):
         group = [r for r in results if r["method"] == method]
