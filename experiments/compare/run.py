@@ -33,7 +33,7 @@ sys.path.insert(0, REPO)  # run as a script from anywhere, without installing th
 
 import yaml  # noqa: E402
 
-from experiments.compare.plan import METHODS, QUICK, Budget, Method, Run, config_files, method_from_spec, plan, run_args, sft_args  # noqa: E402
+from experiments.compare.plan import METHODS, QUICK, Budget, Method, Run, method_from_spec, plan, run_args, sft_args  # noqa: E402
 from experiments.compare.figure import plot_frontier  # noqa: E402
 from experiments.compare.machine import LoadMonitor, cpu_model  # noqa: E402
 from experiments.compare.report import best_of_n_curve, load_json, run_result, save_json  # noqa: E402
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{budget.steps} optimiser steps on 16 prompts' worth of data per step; evaluated at the start and every {budget.eval_every} steps on "
         f"{budget.eval_prompts} held-out prompts × {budget.samples_per_prompt} samples, and at the last step on {budget.final_prompts} × {budget.final_samples_per_prompt}.",
         f"- **Machine:** {cpu_model()}, {os.cpu_count()} CPU core(s); {jobs} run(s) at a time, {threads or 'default'} torch thread(s) each.",
-        (f"- **This call** only rebuilt the report (--report-only); the runs' own wall and CPU times are in the tables." if args.report_only else
+        ("- **This call** only rebuilt the report (--report-only); the runs' own wall and CPU times are in the tables." if args.report_only else
          f"- **Cost of this call:** {clock(cost['wall_seconds'])} wall, {clock(cost['cpu_seconds'])} CPU (all processes); 1-minute load average "
          f"{cost['load_start']:.1f} at the start, mean {cost['load_mean']:.1f}, max {cost['load_max']:.1f} (sampled every 30 s; {os.cpu_count()} cores)."
          + (f" {sum(r.get('reused', False) for r in results)} finished runs were reused, not retrained." if any(r.get("reused") for r in results) else "")),

@@ -94,7 +94,7 @@ def final_section(results: list[dict]) -> list[str]:
 
 def cost_section(results: list[dict], dataset_samples: int) -> list[str]:
     lines = ["## Cost per run", "",
-             f"Mean ± 95% t half-width over a method's runs. Samples drawn and reward queries are those of training (the online methods' "
+             "Mean ± 95% t half-width over a method's runs. Samples drawn and reward queries are those of training (the online methods' "
              "`OnlineSampling` counters), not the evaluations." + (
                  " The offline methods (SFT, DPO, cDPO, IPO, KTO, ORPO) train on a dataset sampled from the SFT start and labelled by the same "
                  f"reward once per seed: {dataset_samples} samples and as many reward queries, shared by all of them and not in their CPU time."
