@@ -51,6 +51,7 @@ def plot_frontier(path: str, results: list[dict], curves: dict, table: dict, tit
         inside = [r for r in finals if r["kl"] <= edge]
         ax.scatter([r["kl"] for r in inside], [r["reward"] for r in inside], s=10, color=color, alpha=0.35, linewidths=0)
         ax.scatter([edge] * (len(finals) - len(inside)), [r["reward"] for r in finals if r["kl"] > edge], s=18, marker=">", color=color, alpha=0.5, linewidths=0)
+        shown += [r["reward"] for r in finals]
         xs, means, halves = band(per_kl, seeds)
         if not xs:
             continue
@@ -59,7 +60,7 @@ def plot_frontier(path: str, results: list[dict], curves: dict, table: dict, tit
         ax.fill_between(xs, [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)], color=color, alpha=0.15, linewidth=0)
         # Markers where the band is drawn (most seeds reach the KL): a 2-seed t interval (t = 12.7) spans the whole axis.
         marks = [(kl, *mean_ci(table[method][kl].values())[:2]) for kl in MATCHED_KL if method in table and len(table[method][kl]) >= majority(seeds)]
-        shown += means + [r["reward"] for r in finals]
+        shown += means
         ax.errorbar([m[0] for m in marks], [m[1] for m in marks], yerr=[m[2] or 0 for m in marks], fmt="o", color=color, markersize=4, capsize=2)
     for kl in MATCHED_KL:
         ax.axvline(kl, color="grey", linewidth=0.5, alpha=0.4)

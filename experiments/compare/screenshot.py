@@ -53,20 +53,9 @@ while (node) {
 return null;
 """
 
-# The query pane lists session groups 100 to a page, and the scatter view plots only that page: type a
-# larger size into its "Max # of session groups per page" field (its value-changed event queries again).
-SHOW_ALL = """
-const size = String(arguments[0]);
-const stack = [document];
-let set = 0;
-while (stack.length) {
-  const node = stack.pop();
-  if (node.shadowRoot) stack.push(node.shadowRoot);
-  for (const child of node.children || []) stack.push(child);
-  if (node.tagName === 'PAPER-INPUT' && (node.label || '').startsWith('Max # of session groups')) { node.value = size; set += 1; }
-}
-return set;
-"""
+# The query pane lists session groups 100 to a page, and the scatter view plots only that page: a
+# larger size goes into its "Max # of session groups per page" field (its value-changed event queries again).
+PAGE_SIZE_LABEL, PAGE_SIZE = "Max # of session groups", 10000
 
 # Columns of the comparison's experiment summary (run.py writes it): the scatter matrix plots every
 # column checked, so only the two of the frontier stay.
@@ -121,9 +110,11 @@ def main(argv: list[str] | None = None) -> None:
             label, checked = box.text.strip(), box.get_attribute("aria-checked") == "true"
             if (label in SHOW and not checked) or (label in HIDE and checked):
                 driver.execute_script("arguments[0].click()", box)
-        fields = driver.execute_script(SHOW_ALL, 10000)
+        fields = [f for f in find("tag", "paper-input") if (f.get_attribute("label") or "").startswith(PAGE_SIZE_LABEL)]
+        for field in fields:
+            driver.execute_script("arguments[0].value = arguments[1]", field, str(PAGE_SIZE))
         time.sleep(2.0)
-        print(f"screenshot: {len(boxes)} checkboxes; showing {', '.join(SHOW)}, hiding {', '.join(HIDE)}; page size 10000 ({fields} field(s) set)")
+        print(f"screenshot: {len(boxes)} checkboxes; showing {', '.join(SHOW)}, hiding {', '.join(HIDE)}; page size {PAGE_SIZE} ({len(fields)} field(s) set)")
         (tab,) = wait_for(lambda: find("text", "scatter plot matrix view")[:1], "the scatter plot matrix tab")
         driver.execute_script("arguments[0].click()", tab)
         time.sleep(2.0)
