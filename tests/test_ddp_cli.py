@@ -69,10 +69,17 @@ def test_ddp_fit_through_the_cli_exports_and_equals_one_process(tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(str(export))
     AutoTokenizer.from_pretrained(str(export))
     single = AutoModelForCausalLM.from_pretrained(str(folders[1] / "runs" / "dpo" / "version_0" / "hf_model"))
-    moved = (weights(single) - weights(load_causal_lm("embedded:micro"))).abs().max()
+    start_weights = weights(load_causal_lm("embedded:micro"))
+    moved = (weights(single) - start_weights).abs().max()
     assert moved > 1e-5  # two AdamW steps of lr ~1e-4 moved the weights: the comparison below means something
-    # fp32, the same arithmetic summed in another order (two half batches + an all-reduce): ~1e-7 apart.
-    torch.testing.assert_close(weights(reloaded), weights(single), atol=1e-6, rtol=1e-5)
+    # fp32, the same arithmetic summed in another order (two half batches + an all-reduce). Almost every
+    # weight agrees to ~1e-7, but AdamW divides each gradient by its own magnitude, so an element whose
+    # gradient is near zero takes a visibly different fraction of a step: 1.2e-6 on one of 88,192 on an
+    # AVX-512 Xeon. So: the bulk to 1e-7, every weight's update to 5% of the largest step. A real fault
+    # (a rank's gradient missing, not averaged, another batch) is off by a whole step in many weights.
+    apart = (weights(reloaded) - weights(single)).abs()
+    assert (apart > 1e-6).sum().item() <= apart.numel() // 1000, apart.topk(5)
+    assert apart.median().item() < 1e-7 and apart.max().item() < 0.05 * moved, (apart.median(), apart.max(), moved)
 
     # Logged metrics equal the 1-process run's: per step, train/loss (averaged over the ranks) and the
     # train metrics (sum/count states reduced over the ranks); the validation metrics (each pair
