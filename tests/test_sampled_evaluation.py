@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import pytest
 import torch
@@ -88,3 +89,40 @@ def test_configured_reward_is_used_on_own_data(own_data):
     embedded = SampledEvaluation(num_prompts=2, samples_per_prompt=1, max_new_tokens=4, prompts="embedded:prompts")
     assert "eval/reward" in embedded.measure(policy, own_data)
     assert "eval/reward" not in SampledEvaluation(num_prompts=2, samples_per_prompt=1, max_new_tokens=4).measure(policy, own_data)
+
+
+# ----- the final evaluation's second draw (final_kl_relative_se) ----------------------------------
+def test_second_draw_size_follows_the_first_draws_relative_se():
+    evaluation = SampledEvaluation(final_kl_relative_se=0.05, final_max_prompts=2000)
+    per_prompt = torch.tensor([[0.2], [1.8]]).repeat(128, 1)  # 256 prompts' KLs: mean 1, SE 0.8 / 16 = 5%, just over
+    mean, se = per_prompt.mean().item(), per_prompt.std().item() / 16
+    # r = SE/KL; the whole sample needs 256 * (r / 0.05)^2 prompts, with a 1.2x margin.
+    assert se / mean > 0.05
+    assert evaluation.second_draw_size(per_prompt, 256) == math.ceil(1.2 * 256 * (se / mean / 0.05) ** 2) - 256
+    assert SampledEvaluation(final_kl_relative_se=0.001, final_max_prompts=1000).second_draw_size(per_prompt, 256) == 1000 - 256  # capped
+    assert SampledEvaluation(final_kl_relative_se=0.5).second_draw_size(per_prompt, 256) == 0  # met by the first draw
+    assert evaluation.second_draw_size(per_prompt - 1.0, 256) == 0  # KL 0: no relative error to meet
+
+
+def test_final_evaluation_adds_a_second_draw_and_reports_over_both(own_data):
+    from lit_align.modeling import load_causal_lm
+
+    reference, policy = load_causal_lm("embedded:micro"), load_causal_lm("embedded:micro")
+    with torch.no_grad():
+        policy.lm_head.weight.add_(0.05 * torch.randn(policy.lm_head.weight.shape, generator=torch.Generator().manual_seed(0)))
+    settings = dict(num_prompts=4, final_num_prompts=16, final_samples_per_prompt=2, max_new_tokens=6, prompts="embedded:prompts")
+    one_draw = SampledEvaluation(**settings)
+    first = one_draw.measure(policy, own_data, reference, final=True)
+    assert "eval/prompts" not in first and first["eval/kl"] > 0 and first["eval/kl_se"] > 0.05 * first["eval/kl"]
+
+    evaluation = SampledEvaluation(**settings, final_kl_relative_se=0.05, final_max_prompts=200)
+    both = evaluation.measure(policy, own_data, reference, final=True)
+    first_kl = one_draw._draw(policy, own_data, one_draw.held_out_prompts(own_data, 16), 2, one_draw.seed, reference)["kl"]
+    total = 16 + evaluation.second_draw_size(first_kl, 16)
+    assert both["eval/prompts"] == total > 16
+    # The first draw is the one-draw evaluation's; the second is on the next held-out prompts, with the next seed.
+    second = evaluation._draw(policy, own_data, evaluation.held_out_prompts(own_data, total)[16:], 2, evaluation.seed + 1, reference)["kl"]
+    assert both["eval/kl"] == pytest.approx((first["eval/kl"] * 16 + second.mean().item() * (total - 16)) / total, rel=1e-5)
+    assert both["eval/kl_se"] < first["eval/kl_se"]
+    # Evaluations before the last step stay one draw of num_prompts.
+    assert "eval/prompts" not in evaluation.measure(policy, own_data, reference)

@@ -145,10 +145,13 @@ class Budget:
     eval_every: int = 20
     eval_prompts: int = 64
     samples_per_prompt: int = 2
-    # The final evaluation's sample (held-out prompts x samples each): large enough that the sampled
-    # KL's standard error is a few percent of its value where KL is ~1 nat or more (results.md reports it).
+    # The final evaluation's sample (held-out prompts x samples each), then a second draw of more
+    # prompts where the first misses SE(KL)/KL < final_kl_relative_se (issue 22's noise target), up to
+    # final_max_prompts in all (SampledEvaluation.second_draw_size; results.md reports what each run took).
     final_prompts: int = 256
     final_samples_per_prompt: int = 4
+    final_kl_relative_se: float = 0.05
+    final_max_prompts: int = 2048
     num_examples: int = 2000
     num_val_examples: int = 200
     val_batches: int = 4
@@ -166,7 +169,7 @@ class Budget:
         return next((m for m in self.custom if m.name == name), None) or METHODS[name]
 
 
-QUICK = Budget(steps=6, eval_every=3, eval_prompts=8, samples_per_prompt=2, final_prompts=12, final_samples_per_prompt=2, num_examples=128, num_val_examples=32, val_batches=1, sft_examples=256, sft_epochs=1, seeds=(0,), bon_ns=(1, 2, 4))
+QUICK = Budget(steps=6, eval_every=3, eval_prompts=8, samples_per_prompt=2, final_prompts=12, final_samples_per_prompt=2, final_max_prompts=24, num_examples=128, num_val_examples=32, val_batches=1, sft_examples=256, sft_epochs=1, seeds=(0,), bon_ns=(1, 2, 4))
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,8 @@ def callbacks(sft_model: str, budget: Budget, run: Run) -> str:
         "samples_per_prompt": budget.samples_per_prompt,
         "final_num_prompts": budget.final_prompts,
         "final_samples_per_prompt": budget.final_samples_per_prompt,
+        "final_kl_relative_se": budget.final_kl_relative_se,
+        "final_max_prompts": budget.final_max_prompts,
         "kl_reference": sft_model,  # always the SFT start: J-BOND's own anchor moves
         "prompts": "embedded:prompts",  # identical held-out prompts whatever the DataModule
         "evaluate_at_start": True,

@@ -24,7 +24,7 @@ def run_result(run: Run, log_dir: str, wall_seconds: float, steps: int) -> dict:
     throughput = scalars.get("throughput/tokens_per_sec", [(0, float("nan"))])[-1][1]
     last = lambda tag: scalars[tag][-1][1] if tag in scalars else float("nan")  # noqa: E731
     return {
-        "kl_se": last("eval/kl_se"), "reward_se": last("eval/reward_se"),
+        "kl_se": last("eval/kl_se"), "reward_se": last("eval/reward_se"), "eval_prompts": last("eval/prompts"),
         "samples_drawn": last("cost/samples_drawn"), "reward_queries": last("cost/reward_queries"),
         "method": run.method.name, "label": run.method.label(run.value), "value": run.value, "seed": run.seed,
         "run": f"{run.name}/{run.version}", "log_dir": log_dir,

@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"- **Command:** `python experiments/compare/run.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip() + f" (generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
         f"- **Runs:** {len(results)}: {len(budget.methods)} methods × their strength values × seeds {list(budget.seeds)}, each from the same SFT start with "
         f"{budget.steps} optimiser steps on 16 prompts' worth of data per step; evaluated at the start and every {budget.eval_every} steps on "
-        f"{budget.eval_prompts} held-out prompts × {budget.samples_per_prompt} samples, and at the last step on {budget.final_prompts} × {budget.final_samples_per_prompt}.",
+        f"{budget.eval_prompts} held-out prompts × {budget.samples_per_prompt} samples, and at the last step on {budget.final_prompts} × {budget.final_samples_per_prompt}, "
+        f"with more prompts (up to {budget.final_max_prompts} in all) where those leave SE(KL)/KL ≥ {budget.final_kl_relative_se:.0%}.",
         f"- **Machine:** {cpu_model()}, {os.cpu_count()} CPU core(s); {jobs} run(s) at a time, {threads or 'default'} torch thread(s) each.",
         ("- **This call** only rebuilt the report (--report-only); the runs' own wall and CPU times are in the tables." if args.report_only else
          f"- **Cost of this call:** {clock(cost['wall_seconds'])} wall, {clock(cost['cpu_seconds'])} CPU (all processes); 1-minute load average "

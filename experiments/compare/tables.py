@@ -111,24 +111,33 @@ def cost_section(results: list[dict], dataset_samples: int) -> list[str]:
 def noise_section(results: list[dict]) -> list[str]:
     lines = ["## Evaluation noise at the final point", "",
              f"Standard error of the sampled KL over held-out prompts, relative to the KL; the target is under {NOISE_TARGET:.0%}. "
+             "Each run's final evaluation drew a second sample of held-out prompts when its first missed the target, sized from the first "
+             "(`SampledEvaluation.second_draw_size`), up to a cap; 'prompts' is how many it took in all. "
              "Runs that barely moved (KL near 0) cannot meet a relative target with any affordable sample: the absolute SE is given too.", "",
-             "| method | runs | SE(KL) / KL, median | max | runs under target | SE(KL), median (nats) |", "|---|---|---|---|---|---|"]
+             "| method | runs | SE(KL) / KL, median | max | runs under target | SE(KL), median (nats) | prompts, median (range) |", "|---|---|---|---|---|---|---|"]
     for method in methods_of(results):
         group = [r for r in results if r["method"] == method and not math.isnan(r.get("kl_se", math.nan))]
         if not group:
             continue
         ratios = sorted(r["kl_se"] / abs(r["kl"]) if r["kl"] else math.inf for r in group)
         ses = sorted(r["kl_se"] for r in group)
-        lines.append(f"| {method} | {len(group)} | {ratios[len(ratios) // 2]:.1%} | {ratios[-1]:.1%} | {sum(x < NOISE_TARGET for x in ratios)}/{len(group)} | {ses[len(ses) // 2]:.3f} |")
+        prompts = sorted(final_prompts(r) for r in group)
+        lines.append(f"| {method} | {len(group)} | {ratios[len(ratios) // 2]:.1%} | {ratios[-1]:.1%} | {sum(x < NOISE_TARGET for x in ratios)}/{len(group)} | {ses[len(ses) // 2]:.3f} "
+                     f"| {prompts[len(prompts) // 2]:.0f} ({prompts[0]:.0f}–{prompts[-1]:.0f}) |")
     return lines
 
 
+def final_prompts(result: dict) -> float:
+    """Held-out prompts of a run's final evaluation (``eval/prompts``; NaN for runs from before it was logged)."""
+    return result.get("eval_prompts", math.nan)
+
+
 def runs_section(results: list[dict]) -> list[str]:
-    lines = ["## Every run", "", "| run | steps | start reward | final reward | final KL | SE(KL) | Δ BoN (own seed) | length | wall (s) | CPU (s) | samples drawn |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["## Every run", "", "| run | steps | start reward | final reward | final KL | SE(KL) | final prompts | Δ BoN (own seed) | length | wall (s) | CPU (s) | samples drawn |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         gap = "" if r["bon_gap"] is None else f"{r['bon_gap']:+.3f}"
-        lines.append(f"| `{r['run']}` | {r['steps']} | {r['start_reward']:.3f} | {r['reward']:.3f} | {r['kl']:.2f} | {r.get('kl_se', math.nan):.3f} | {gap} | {r['length']:.1f} "
+        lines.append(f"| `{r['run']}` | {r['steps']} | {r['start_reward']:.3f} | {r['reward']:.3f} | {r['kl']:.2f} | {r.get('kl_se', math.nan):.3f} | {final_prompts(r):.0f} | {gap} | {r['length']:.1f} "
                      f"| {r['wall_seconds']:.1f} | {r.get('cpu_seconds', math.nan):.1f} | {r.get('samples_drawn', math.nan):.0f} |")
     return lines
 

@@ -21,6 +21,7 @@ checkpoint that monitors eval/reward should follow what is logged (``LoggedMetri
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable, ContextManager
 
 import torch
@@ -32,7 +33,7 @@ from lit_align.data.collate import sequences_with_mask
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.sources import load_rows
 from lit_align.errors import check_range
-from lit_align.online.generation import sample_completions
+from lit_align.online.generation import ENGINES, sample_completions, sample_completions_with_logps
 from lit_align.head import completion_logps
 from lit_align.losses.kl import kl_k1
 from lit_align.modeling import is_embedded, load_causal_lm
@@ -56,6 +57,14 @@ def standard_error(values: torch.Tensor) -> float:
     sd(per-prompt means) / sqrt(prompts), so samples of one prompt are not counted as independent; 0 for one prompt."""
     means = values.double().mean(dim=1)
     return (means.std() / means.numel() ** 0.5).item() if means.numel() > 1 else 0.0
+
+
+def logps_while_sampling_are_exact(model: PreTrainedModel) -> bool:
+    """Whether the decode loop's log-probs can stand in for a full forward pass's in eval/kl: fp32
+    weights and no autocast, where the two differ by fp32 rounding only (~1e-6 nats a sequence). In
+    bf16 they differ by far more, which would not cancel against the reference's full-forward log-probs."""
+    device = next(model.parameters()).device
+    return all(p.dtype == torch.float32 for p in model.parameters()) and not torch.is_autocast_enabled(device.type)
 
 
 def reference_scope(reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]]") -> ContextManager[PreTrainedModel]:
@@ -94,6 +103,20 @@ class SampledEvaluation(Callback):
         final_num_prompts, final_samples_per_prompt: The evaluation at the last step (``trainer.max_steps``)
             uses these instead (None: the same as the others), so a run's final numbers get a small
             standard error without paying for a large sample at every evaluation.
+        engine: How samples are drawn (``lit_align.online.generation``): ``shared_prefill`` (each
+            prompt encoded once for its samples, the decode loop the online methods train with) or
+            ``generate`` (``model.generate``, for a model whose KV cache cannot be copied row-wise).
+            The same draws either way. With ``shared_prefill``, an fp32 policy outside autocast takes
+            log pi(y|x) for eval/kl from the logits it sampled from, saving one forward pass over the
+            samples (equal to that pass's to ~1e-6 nats); otherwise, and always with ``generate``,
+            from a forward pass after sampling.
+        final_kl_relative_se: A target for the final evaluation's SE(eval/kl) / eval/kl, e.g. 0.05.
+            When the first ``final_num_prompts`` prompts miss it, more held-out prompts are drawn,
+            as many as that first draw says the target needs (``second_draw_size``), and every
+            final number is over both draws; ``eval/prompts`` logs how many prompts that was. None:
+            one draw of ``final_num_prompts``.
+        final_max_prompts: At most this many prompts in the final evaluation's two draws together
+            (the held-out prompts available may cap it lower).
     """
 
     def __init__(
@@ -108,6 +131,9 @@ class SampledEvaluation(Callback):
         evaluate_at_start: bool = False,
         final_num_prompts: int | None = None,
         final_samples_per_prompt: int | None = None,
+        engine: str = "shared_prefill",
+        final_kl_relative_se: float | None = None,
+        final_max_prompts: int = 4096,
     ) -> None:
         check_range(self, "num_prompts", num_prompts, 1, integer=True)
         check_range(self, "samples_per_prompt", samples_per_prompt, 1, integer=True)
@@ -115,6 +141,11 @@ class SampledEvaluation(Callback):
         check_range(self, "seed", seed, 0, integer=True)
         check_range(self, "final_num_prompts", final_num_prompts, 1, integer=True, allow_none=True)
         check_range(self, "final_samples_per_prompt", final_samples_per_prompt, 1, integer=True, allow_none=True)
+        check_range(self, "final_kl_relative_se", final_kl_relative_se, 0, low_open=True, allow_none=True)
+        check_range(self, "final_max_prompts", final_max_prompts, 1, integer=True)
+        if engine not in ENGINES:
+            raise ValueError(f"{type(self).__name__}: unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+        self.engine = engine
         self.reward = reward
         self.algorithm_reward: RewardFunction | None = None
         self._lexicon: RewardFunction | None = None
@@ -128,6 +159,8 @@ class SampledEvaluation(Callback):
         self.evaluate_at_start = evaluate_at_start
         self.final_num_prompts = final_num_prompts or num_prompts
         self.final_samples_per_prompt = final_samples_per_prompt or samples_per_prompt
+        self.final_kl_relative_se = final_kl_relative_se
+        self.final_max_prompts = final_max_prompts
         self._prompts: dict[int, list[tuple[str, list[int]]]] = {}
         self._loaded_reference: PreTrainedModel | None = None
         self.last: dict[str, float] = {}
@@ -198,40 +231,82 @@ class SampledEvaluation(Callback):
         """Reward (and KL to ``reference``, if given) of samples from ``policy`` on held-out prompts.
 
         ``reference`` is a model or a zero-argument callable returning a context that yields one;
-        ``final``: with the final evaluation's prompts and samples.
+        ``final``: with the final evaluation's prompts and samples, and its second draw when
+        ``final_kl_relative_se`` asks for one (``second_draw_size``).
         """
-        tokenizer = datamodule.tokenizer
         k = self.final_samples_per_prompt if final else self.samples_per_prompt
         held_out = self.held_out_prompts(datamodule, self.final_num_prompts if final else self.num_prompts)
         if not held_out:  # plain-text SFT without a BOS: every prompt is empty, there is nothing to continue
             rank_zero_info("lit_align: SampledEvaluation skipped: the validation data has no non-empty prompt to sample from (plain text)")
             return {}
+        draws = self._draw(policy, datamodule, held_out, k, self.seed, reference)
+        two_stage = final and self.final_kl_relative_se is not None and "kl" in draws
+        if two_stage:
+            wanted = self.second_draw_size(draws["kl"], len(held_out))
+            extra = self.held_out_prompts(datamodule, len(held_out) + wanted)[len(held_out) :] if wanted else []
+            if extra:  # other prompts, so another seed: its draws are not those of the first prompts again
+                more = self._draw(policy, datamodule, extra, k, self.seed + 1, reference)
+                draws = {name: torch.cat([values, more[name]]) for name, values in draws.items()}
+        self.last_rewards = draws.get("reward")
+        result = {"eval/length": draws["length"].mean().item()}
+        if "reward" in draws:
+            result["eval/reward"] = draws["reward"].mean().item()
+            result["eval/reward_se"] = standard_error(draws["reward"])
+        if "gold_reward" in draws:
+            result["eval/gold_reward"] = draws["gold_reward"].mean().item()
+        if "kl" in draws:
+            result["eval/kl"] = draws["kl"].mean().item()
+            result["eval/kl_se"] = standard_error(draws["kl"])
+        if two_stage:
+            result["eval/prompts"] = float(len(draws["length"]))
+        return result
+
+    def second_draw_size(self, kl: torch.Tensor, drawn: int) -> int:
+        """Prompts to add to the final evaluation's ``drawn`` ones so SE(KL)/KL falls under
+        ``final_kl_relative_se`` (Stein's two-stage design: the first draw sizes the whole sample).
+
+        SE shrinks as 1/sqrt(prompts), so r = SE/KL needs drawn * (r / target)^2 prompts in all; 1.2x
+        that, because r itself is an estimate from the first draw and is as likely low as high. At
+        most ``final_max_prompts`` in all; 0 when the first draw meets the target. A KL at or under 0
+        (a policy still at its reference) has no relative error to meet: it gets no second draw, as
+        the target cannot be met with any sample there.
+        """
+        mean, se = kl.mean().item(), standard_error(kl)
+        if mean <= 0 or se < self.final_kl_relative_se * mean:
+            return 0
+        needed = math.ceil(1.2 * drawn * (se / (self.final_kl_relative_se * mean)) ** 2)
+        return max(0, min(needed, self.final_max_prompts) - drawn)
+
+    def _draw(self, policy: PreTrainedModel, datamodule, held_out: list[tuple[str, list[int]]], k: int, seed: int, reference) -> dict[str, torch.Tensor]:
+        """``k`` samples of ``policy`` for each held-out prompt, measured: [prompts, k] tensors of
+        ``length``, and of ``reward``, ``gold_reward`` and ``kl`` where they apply."""
+        tokenizer = datamodule.tokenizer
         texts, prompt_ids = zip(*held_out)
         was_training = policy.training
-        samples = sample_completions(policy, tokenizer, list(prompt_ids), k, self.max_new_tokens, seed=self.seed)
+        sampled_logps = None
+        if reference is not None and self.engine == "shared_prefill" and logps_while_sampling_are_exact(policy):
+            samples, sampled_logps = sample_completions_with_logps(policy, tokenizer, list(prompt_ids), k, self.max_new_tokens, seed=seed)
+        else:
+            samples = sample_completions(policy, tokenizer, list(prompt_ids), k, self.max_new_tokens, seed=seed, engine=self.engine)
         prompts = [p for p in prompt_ids for _ in range(k)]
         completions = [c for per_prompt in samples for c in per_prompt]
-        result = {"eval/length": sum(map(len, completions)) / len(completions)}
+        draws = {"length": torch.tensor([[float(len(c)) for c in per_prompt] for per_prompt in samples])}
         reward = self.reward_for(datamodule)
-        self.last_rewards = None if reward is None else score_completions(tokenizer, reward, list(texts), samples)
-        if self.last_rewards is not None:
-            result["eval/reward"] = self.last_rewards.mean().item()
-            result["eval/reward_se"] = standard_error(self.last_rewards)
-        if reward is not None and not isinstance(reward, LexiconSentimentReward) and self._embedded_prompts(datamodule):
-            self._lexicon = self._lexicon or LexiconSentimentReward()
-            result["eval/gold_reward"] = score_completions(tokenizer, self._lexicon, list(texts), samples).mean().item()
+        if reward is not None:
+            draws["reward"] = score_completions(tokenizer, reward, list(texts), samples)
+            if not isinstance(reward, LexiconSentimentReward) and self._embedded_prompts(datamodule):
+                self._lexicon = self._lexicon or LexiconSentimentReward()
+                draws["gold_reward"] = score_completions(tokenizer, self._lexicon, list(texts), samples)
         if reference is not None:
             pad = tokenizer.pad_token_id
             policy.eval()
-            policy_logps = sequence_logps_of(policy, prompts, completions, pad)
+            policy_logps = sampled_logps.flatten() if sampled_logps is not None else sequence_logps_of(policy, prompts, completions, pad)
             # A model, or a context that yields one (the adapter-off policy): entered only after the
             # policy's own log-probs are taken.
             with reference_scope(reference) as reference_model:
-                kl = kl_k1(policy_logps, sequence_logps_of(reference_model, prompts, completions, pad))
-            result["eval/kl"] = kl.mean().item()
-            result["eval/kl_se"] = standard_error(kl.view(len(prompt_ids), k))
+                draws["kl"] = kl_k1(policy_logps, sequence_logps_of(reference_model, prompts, completions, pad)).view(len(prompt_ids), k)
         policy.train(was_training)
-        return result
+        return draws
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Logged straight to the loggers: Lightning's self.log has no step-level slot before step 1.

@@ -58,12 +58,40 @@ def sample_completions(
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown sampling engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    return _sample(model, tokenizer, prompt_ids, num_samples, max_new_tokens, temperature, batch_size, seed, progress, engine, with_logps=False)[0]
+
+
+@torch.no_grad()
+def sample_completions_with_logps(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: list[list[int]],
+    num_samples: int = 1,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    seed: int | None = None,
+) -> tuple[list[list[list[int]]], torch.Tensor]:
+    """``sample_completions`` at temperature 1 with the ``shared_prefill`` engine, plus log pi(y|x) of
+    each completion [prompts, num_samples] (summed over its tokens, EOS included) from the logits the
+    decode loop sampled from: the evaluation's policy log-probs without a second forward pass.
+
+    Those logits come from incremental decoding with the KV cache, so they equal a full forward's up to
+    the rounding of another order of sums: ~1e-6 per sequence in fp32, far more in bf16 (where a
+    KL estimate against a full-forward reference would read a few hundredths of a nat at KL 0);
+    ``SampledEvaluation`` uses them only for an fp32 policy outside autocast.
+    """
+    samples, logps = _sample(model, tokenizer, prompt_ids, num_samples, max_new_tokens, 1.0, batch_size, seed, False, "shared_prefill", with_logps=True)
+    return samples, logps.view(len(prompt_ids), num_samples)
+
+
+def _sample(model, tokenizer, prompt_ids, num_samples, max_new_tokens, temperature, batch_size, seed, progress, engine, with_logps) -> tuple[list[list[list[int]]], torch.Tensor | None]:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     flat = [ids for ids in prompt_ids for _ in range(num_samples)]
     outputs: list[list[int]] = []
+    logps: list[torch.Tensor] = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if seed is not None:
             torch.manual_seed(seed)
@@ -72,12 +100,17 @@ def sample_completions(
             # Chunks of the same rows whatever the engine, so both consume the RNG alike.
             chunk = flat[start : start + batch_size]
             if engine == "shared_prefill":
-                generated = decode_shared_prefill(model, chunk, max_new_tokens, temperature, pad_id, tokenizer.eos_token_id).tolist()
+                decoded = decode_shared_prefill(model, chunk, max_new_tokens, temperature, pad_id, tokenizer.eos_token_id, with_logps)
+                if with_logps:
+                    decoded, chunk_logps = decoded
+                    logps.append(chunk_logps.cpu())
+                generated = decoded.tolist()
             else:
                 generated = _generate(model, chunk, max_new_tokens, temperature, pad_id, tokenizer.eos_token_id, device)
             outputs += [cut_at_eos(row, tokenizer.eos_token_id) for row in generated]
     model.train(was_training)
-    return [outputs[i * num_samples : (i + 1) * num_samples] for i in range(len(prompt_ids))]
+    samples = [outputs[i * num_samples : (i + 1) * num_samples] for i in range(len(prompt_ids))]
+    return samples, (torch.cat(logps) if logps else torch.zeros(0)) if with_logps else None
 
 
 ENGINES = ("generate", "shared_prefill")
@@ -109,13 +142,17 @@ def _generate(model, rows, max_new_tokens, temperature, pad_id, eos_id, device) 
 
 
 @torch.no_grad()
-def decode_shared_prefill(model: PreTrainedModel, rows: list[list[int]], max_new_tokens: int, temperature: float, pad_id: int, eos_id: int | None) -> torch.Tensor:
+def decode_shared_prefill(
+    model: PreTrainedModel, rows: list[list[int]], max_new_tokens: int, temperature: float, pad_id: int, eos_id: int | None, with_logps: bool = False
+) -> "torch.Tensor | tuple[torch.Tensor, torch.Tensor]":
     """Ancestral sampling of ``rows`` (prompt ids, equal prompts adjacent, as k samples per prompt
     are) with ONE prefill per distinct prompt: its KV cache is copied to its rows (``reorder_cache``)
     instead of encoding the prompt k times. The decode loop is ``generate``'s sampling loop without
     its processors and stopping machinery: fp32 logits / temperature, softmax, one multinomial over
     all rows per token (finished rows get ``pad_id``), stop when every row has sampled EOS or after
-    ``max_new_tokens``. Returns the new tokens [rows, <= max_new_tokens] (pad after EOS).
+    ``max_new_tokens``. Returns the new tokens [rows, <= max_new_tokens] (pad after EOS); with
+    ``with_logps`` also each row's summed log-prob of its tokens up to EOS under the model's own
+    (temperature-1) distribution, read off the logits it sampled from.
     """
     device = next(model.parameters()).device
     first = [i == 0 or rows[i] != rows[i - 1] for i in range(len(rows))]
@@ -131,9 +168,12 @@ def decode_shared_prefill(model: PreTrainedModel, rows: list[list[int]], max_new
     attention_mask = attention_mask[owner]
     unfinished = torch.ones(len(rows), dtype=torch.long, device=device)
     tokens = []
+    logps = torch.zeros(len(rows), device=device)
     for step in range(max_new_tokens):
         scores = logits / temperature if temperature != 1.0 else logits
         next_tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        if with_logps:  # the token a row drew while unfinished counts, its EOS included; pads after it do not
+            logps += torch.log_softmax(logits, dim=-1).gather(1, next_tokens[:, None]).squeeze(1) * unfinished
         next_tokens = next_tokens * unfinished + pad_id * (1 - unfinished)
         tokens.append(next_tokens)
         if eos_id is not None:
@@ -143,4 +183,4 @@ def decode_shared_prefill(model: PreTrainedModel, rows: list[list[int]], max_new
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=-1)
         position = attention_mask.sum(-1, keepdim=True) - 1
         logits = model(input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=position, use_cache=True, **{cache_arg: cache}).logits[:, -1].float()
-    return torch.stack(tokens, dim=1)
+    return (torch.stack(tokens, dim=1), logps) if with_logps else torch.stack(tokens, dim=1)
