@@ -89,6 +89,11 @@ def test_quick_comparison_end_to_end(embedded_sft_model, tmp_path):
         # 12 prompts leave SE(KL)/KL far above 5% after 6 steps: a second draw, capped at 24 prompts in all.
         assert r["eval_prompts"] == QUICK.final_max_prompts or (QUICK.final_prompts <= r["eval_prompts"] and r["kl_se"] < 0.05 * r["kl"]), r
         assert (r["samples_drawn"] > 0) == (r["method"] in ("bond", "online_dpo")), r
+    # A report rebuilt from the same runs still says what the call that trained them cost.
+    trained = open(os.path.join(out, "results.md")).read().split("- **Cost of this call:** ")[1].split(" (sampled")[0]
+    main(["--quick", "--methods", *methods, "--out", out, "--sft-model", embedded_sft_model, "--report-only"])
+    rebuilt = open(os.path.join(out, "results.md")).read()
+    assert f"- **Cost of the call that trained the runs:** {trained}" in rebuilt and "this report rebuilt from those runs by" in rebuilt
     png = os.path.join(out, "frontier.png")
     pytest.importorskip("matplotlib")
     assert os.path.getsize(png) > 10_000

@@ -44,3 +44,15 @@ def test_dominance_is_paired_over_common_seeds():
     assert verdict(-0.2, 0.1, 5, "A", "B") == "B > A" and "no interval" in verdict(0.3, None, 1, "A", "B")
     only_a = {1.0: {0: 0.5, 1: 0.6}}
     assert dominance(only_a, {1.0: {0: 0.1, 1: 0.2}}, "A", "B")[1] == "A dominates B at every matched KL both reach (1)"
+
+
+def test_a_group_is_represented_by_a_method_most_seeds_reach():
+    from experiments.compare.tables import MATCHED_KL, group_best
+
+    # At KL 1, "few" has the higher mean but only 2 of 5 seeds reach it: "many" (4 of 5) stands for the group.
+    few = {kl: ({0: 0.9, 1: 0.8} if kl == 1.0 else {}) for kl in MATCHED_KL}
+    many = {kl: ({0: 0.5, 1: 0.4, 2: 0.6, 3: 0.5} if kl == 1.0 else {}) for kl in MATCHED_KL}
+    curves, chosen = group_best({"few": few, "many": many}, ("few", "many"), seeds=5)
+    assert chosen == {1.0: "many"} and curves == {1.0: many[1.0]}
+    # With 3 seeds in all, 2 is a majority: the higher mean wins.
+    assert group_best({"few": few, "many": many}, ("few", "many"), seeds=3)[1] == {1.0: "few"}

@@ -126,3 +126,12 @@ def test_final_evaluation_adds_a_second_draw_and_reports_over_both(own_data):
     assert both["eval/kl_se"] < first["eval/kl_se"]
     # Evaluations before the last step stay one draw of num_prompts.
     assert "eval/prompts" not in evaluation.measure(policy, own_data, reference)
+
+
+def test_bad_evaluation_settings_are_config_errors():
+    from lit_align.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown engine 'vllm'.*generate, shared_prefill"):
+        SampledEvaluation(engine="vllm")
+    with pytest.raises(ConfigError, match="final_kl_relative_se"):
+        SampledEvaluation(final_kl_relative_se=0.0)

@@ -69,13 +69,17 @@ def test_final_evaluation_uses_its_larger_sample(tmp_path, monkeypatch):
     import lit_align.callbacks.sampled_eval as sampled_eval
 
     drawn = []
-    sample = sampled_eval.sample_completions
 
-    def recording(model, tokenizer, prompt_ids, num_samples, *args, **kwargs):
-        drawn.append((len(prompt_ids), num_samples))
-        return sample(model, tokenizer, prompt_ids, num_samples, *args, **kwargs)
+    def recording(sample):
+        def draw(model, tokenizer, prompt_ids, num_samples, *args, **kwargs):
+            drawn.append((len(prompt_ids), num_samples))
+            return sample(model, tokenizer, prompt_ids, num_samples, *args, **kwargs)
 
-    monkeypatch.setattr(sampled_eval, "sample_completions", recording)
+        return draw
+
+    # Either sampler: with a KL reference and an fp32 policy the evaluation samples with log-probs.
+    for name in ("sample_completions", "sample_completions_with_logps"):
+        monkeypatch.setattr(sampled_eval, name, recording(getattr(sampled_eval, name)))
     evaluation = EVALUATION.replace('"max_new_tokens": 4', '"max_new_tokens": 4, "final_num_prompts": 6, "final_samples_per_prompt": 3')
     run_cli(["fit", "--config", tiny_sft_config(tmp_path), "--trainer.max_steps=4", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1", evaluation], str(tmp_path))
     assert drawn == [(4, 2), (6, 3)]

@@ -3,13 +3,8 @@ matched-KL values of results.md as markers."""
 
 from __future__ import annotations
 
-from experiments.compare.stats import bon_frontier, frontier, mean_ci
+from experiments.compare.stats import bon_frontier, frontier, majority, mean_ci
 from experiments.compare.tables import BEST_OF_N, MATCHED_KL, methods_of
-
-
-def majority(seeds: int) -> int:
-    """Seeds that must reach a KL for a method's band or marker to be drawn there."""
-    return max(1, (seeds + 1) // 2)
 
 
 def band(per_seed_at: dict[float, dict[int, float]], seeds: int) -> tuple[list[float], list[float], list[float]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 from experiments.compare.plan import Run
 from experiments.compare.stats import bon_reward_at

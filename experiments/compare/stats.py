@@ -105,6 +105,12 @@ def verdict(mean: float, half: float | None, n: int, a: str, b: str) -> str:
     return "no significant difference"
 
 
+def majority(seeds: int) -> int:
+    """Seeds that must reach a KL for a method's band or marker to be drawn there, or for it to stand
+    for its group (best online / best offline) there."""
+    return max(1, (seeds + 1) // 2)
+
+
 def dominance(curves_a: dict[float, dict[int, float]], curves_b: dict[float, dict[int, float]], a: str, b: str) -> tuple[list[tuple[float, float, float | None, int, str]], str]:
     """Per matched KL, (kl, mean difference a − b, half-width, seeds, verdict), and the overall statement."""
     rows = []

@@ -8,7 +8,7 @@ import math
 from collections import defaultdict
 
 from experiments.compare.report import gap_to_best_of_n
-from experiments.compare.stats import bon_frontier, dominance, fmt_ci, frontier, mean_ci
+from experiments.compare.stats import bon_frontier, dominance, fmt_ci, frontier, majority, mean_ci
 
 # The KL values (nats) every method is compared at.
 MATCHED_KL = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -31,14 +31,17 @@ def matched(results: list[dict], curves: dict) -> dict[str, dict[float, dict[int
     return table
 
 
-def group_best(table: dict, group: tuple[str, ...]) -> dict[float, dict[int, float]]:
-    """Per KL, the frontier of the group's method with the highest mean there (chosen per KL)."""
-    out = {}
+def group_best(table: dict, group: tuple[str, ...], seeds: int) -> tuple[dict[float, dict[int, float]], dict[float, str]]:
+    """Per KL, the frontier of the group's method with the highest mean there among those most seeds
+    reach (as frontier.png draws them: a method 2 of 5 seeds reach would stand for its group on those
+    2), and which method that was."""
+    out, chosen = {}, {}
     for kl in MATCHED_KL:
-        candidates = [(mean_ci(table[m][kl].values())[0], m) for m in group if m in table and len(table[m][kl]) >= 2]
+        candidates = [(mean_ci(table[m][kl].values())[0], m) for m in group if m in table and len(table[m][kl]) >= max(2, majority(seeds))]
         if candidates:
-            out[kl] = table[max(candidates)[1]][kl]
-    return out
+            chosen[kl] = max(candidates)[1]
+            out[kl] = table[chosen[kl]][kl]
+    return out, chosen
 
 
 def matched_section(table: dict, seeds: int) -> list[str]:
@@ -57,13 +60,16 @@ def matched_section(table: dict, seeds: int) -> list[str]:
     return lines
 
 
-def dominance_section(table: dict) -> list[str]:
+def dominance_section(table: dict, seeds: int) -> list[str]:
+    (online, online_by), (offline, offline_by) = group_best(table, ONLINE, seeds), group_best(table, OFFLINE, seeds)
     pairs = [("dpo", "ppo", table.get("dpo"), table.get("ppo")),
              ("bond", BEST_OF_N, table.get("bond"), table.get(BEST_OF_N)),
-             ("best online", "best offline", group_best(table, ONLINE), group_best(table, OFFLINE))]
+             ("best online", "best offline", online, offline)]
+    chosen = {"best online": online_by, "best offline": offline_by}
     lines = ["## Which frontier dominates which", "",
              "Paired over seeds (same data and prompts): mean difference A − B of the frontiers at each matched KL with its 95% t interval. "
-             "'best online' / 'best offline': per KL, the method of the group with the highest mean there.", "",
+             f"'best online' / 'best offline': per KL, the method of the group with the highest mean there among those that at least {max(2, majority(seeds))} "
+             f"of the {seeds} seeds reach (named in brackets).", "",
              "| A | B | KL | A − B | seeds | verdict |", "|---|---|---|---|---|---|"]
     statements = []
     for a, b, curve_a, curve_b in pairs:
@@ -71,7 +77,8 @@ def dominance_section(table: dict) -> list[str]:
             statements.append(f"- **{a} vs {b}:** not measured (a side has no runs).")
             continue
         rows, overall = dominance(curve_a, curve_b, a, b)
-        lines += [f"| {a} | {b} | {kl:g} | {fmt_ci(mean, half)} | {n} | {verdict} |" for kl, mean, half, n, verdict in rows]
+        name = lambda side, kl: f"{side} ({chosen[side][kl]})" if side in chosen else side  # noqa: E731
+        lines += [f"| {name(a, kl)} | {name(b, kl)} | {kl:g} | {fmt_ci(mean, half)} | {n} | {verdict} |" for kl, mean, half, n, verdict in rows]
         statements.append(f"- **{a} vs {b}:** {overall}.")
     return lines + [""] + statements
 
@@ -160,7 +167,7 @@ def write_results(path: str, results: list[dict], curves: dict, failed: dict[str
         r["bon_gap"] = gap_to_best_of_n(r, curves)
     table = matched(results, curves)
     seeds = len({r["seed"] for r in results})
-    sections = [[header], matched_section(table, seeds), dominance_section(table), final_section(results), cost_section(results, dataset_samples), noise_section(results), runs_section(results)]
+    sections = [[header], matched_section(table, seeds), dominance_section(table, seeds), final_section(results), cost_section(results, dataset_samples), noise_section(results), runs_section(results)]
     if curves:
         sections.append(curves_section(curves))
     if failed:

@@ -32,7 +32,7 @@ from transformers import PreTrainedModel
 from lit_align.data.collate import sequences_with_mask
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.sources import load_rows
-from lit_align.errors import check_range
+from lit_align.errors import ConfigError, check_range
 from lit_align.online.generation import ENGINES, sample_completions, sample_completions_with_logps
 from lit_align.head import completion_logps
 from lit_align.losses.kl import kl_k1
@@ -144,7 +144,7 @@ class SampledEvaluation(Callback):
         check_range(self, "final_kl_relative_se", final_kl_relative_se, 0, low_open=True, allow_none=True)
         check_range(self, "final_max_prompts", final_max_prompts, 1, integer=True)
         if engine not in ENGINES:
-            raise ValueError(f"{type(self).__name__}: unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+            raise ConfigError(f"{type(self).__name__}: unknown engine {engine!r}; expected one of {', '.join(ENGINES)} (init_args.engine)")
         self.engine = engine
         self.reward = reward
         self.algorithm_reward: RewardFunction | None = None
