@@ -99,3 +99,12 @@ def test_memory_profile_runs_each_optimiser_setting_it_names():
         assert isinstance(optimizer, LowMemoryAdamW)
         assert optimizer.state_dtype == (torch.bfloat16 if name.startswith("bf16") else torch.float32)
         assert built[name]["optimizer_in_backward"] == name.endswith("in-backward")
+
+
+def test_evaluation_benchmark_runs_both_engines_and_they_agree():
+    from benchmarks.bench_evaluation import main
+
+    rows = main(["--model", "embedded:micro", "--prompts", "4", "--samples", "2", "--max-new-tokens", "6", "--repeats", "1"])
+    assert [row["engine"] for row in rows] == ["generate", "shared_prefill"]
+    assert all(row["seconds"] > 0 and row["eval/kl"] > 0 for row in rows)
+    assert rows[0]["same_draws"] and rows[0]["kl_close"]
