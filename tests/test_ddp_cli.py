@@ -75,8 +75,9 @@ def test_ddp_fit_through_the_cli_exports_and_equals_one_process(tmp_path):
     # fp32, the same arithmetic summed in another order (two half batches + an all-reduce). Almost every
     # weight agrees to ~1e-7, but AdamW divides each gradient by its own magnitude, so an element whose
     # gradient is near zero takes a visibly different fraction of a step: 1.2e-6 on one of 88,192 on an
-    # AVX-512 Xeon. So: the bulk to 1e-7, every weight's update to 5% of the largest step. A real fault
-    # (a rank's gradient missing, not averaged, another batch) is off by a whole step in many weights.
+    # AVX-512 Xeon. So: the bulk to 1e-6, every weight's update to 5% of the largest step. A real fault
+    # (a rank's gradient missing, ranks out of sync, another batch) is off by a whole step in many
+    # weights. (Summed instead of averaged gradients would pass: AdamW is invariant to their scale.)
     apart = (weights(reloaded) - weights(single)).abs()
     assert (apart > 1e-6).sum().item() <= apart.numel() // 1000, apart.topk(5)
     assert apart.median().item() < 1e-7 and apart.max().item() < 0.05 * moved, (apart.median(), apart.max(), moved)

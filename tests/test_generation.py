@@ -73,7 +73,7 @@ def test_sampled_evaluation_kl_is_the_same_from_either_engine():
     reference = load_causal_lm("embedded:micro")
     policy = load_causal_lm("embedded:micro")
     with torch.no_grad():
-        policy.lm_head.weight.add_(0.05 * torch.randn_like(policy.lm_head.weight))  # a policy that has moved: KL > 0
+        policy.lm_head.weight.add_(0.05 * torch.randn(policy.lm_head.weight.shape, generator=torch.Generator().manual_seed(0)))  # moved: KL > 0
     measured = {engine: SampledEvaluation(num_prompts=6, samples_per_prompt=3, max_new_tokens=10, engine=engine).measure(policy, data, reference) for engine in ENGINES}
     shared, generate = measured["shared_prefill"], measured["generate"]
     assert shared["eval/length"] == generate["eval/length"] and shared["eval/reward"] == generate["eval/reward"]  # the same draws
@@ -89,4 +89,10 @@ def test_decode_logps_are_used_only_for_fp32_outside_autocast():
     assert logps_while_sampling_are_exact(model)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not logps_while_sampling_are_exact(model)
+    precision = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls where the hardware has them
+        assert not logps_while_sampling_are_exact(model)
+    finally:
+        torch.set_float32_matmul_precision(precision)
     assert not logps_while_sampling_are_exact(model.to(torch.bfloat16))

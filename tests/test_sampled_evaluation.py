@@ -101,7 +101,8 @@ def test_second_draw_size_follows_the_first_draws_relative_se():
     assert evaluation.second_draw_size(per_prompt, 256) == math.ceil(1.2 * 256 * (se / mean / 0.05) ** 2) - 256
     assert SampledEvaluation(final_kl_relative_se=0.001, final_max_prompts=1000).second_draw_size(per_prompt, 256) == 1000 - 256  # capped
     assert SampledEvaluation(final_kl_relative_se=0.5).second_draw_size(per_prompt, 256) == 0  # met by the first draw
-    assert evaluation.second_draw_size(per_prompt - 1.0, 256) == 0  # KL 0: no relative error to meet
+    assert evaluation.second_draw_size(torch.zeros(256, 1), 256) == 0  # KL 0: no relative error to meet
+    assert evaluation.second_draw_size(per_prompt - 0.99, 256) == 2000 - 256  # KL 0.01 with the same spread: the cap
 
 
 def test_final_evaluation_adds_a_second_draw_and_reports_over_both(own_data):
@@ -124,8 +125,27 @@ def test_final_evaluation_adds_a_second_draw_and_reports_over_both(own_data):
     second = evaluation._draw(policy, own_data, evaluation.held_out_prompts(own_data, total)[16:], 2, evaluation.seed + 1, reference)["kl"]
     assert both["eval/kl"] == pytest.approx((first["eval/kl"] * 16 + second.mean().item() * (total - 16)) / total, rel=1e-5)
     assert both["eval/kl_se"] < first["eval/kl_se"]
+    # The second draw's prompts are the next held-out ones, not the first 16 again.
+    prompts = [ids for _, ids in evaluation.held_out_prompts(own_data, total)]
+    assert prompts[:16] == [ids for _, ids in one_draw.held_out_prompts(own_data, 16)] and prompts[16:] != prompts[: total - 16]
     # Evaluations before the last step stay one draw of num_prompts.
     assert "eval/prompts" not in evaluation.measure(policy, own_data, reference)
+
+
+def test_second_draw_says_when_the_held_out_prompts_run_out(tmp_path, caplog):
+    from lit_align.modeling import load_causal_lm
+
+    own_data = SFTDataModule(model="embedded:micro", dataset=sft_file(tmp_path), batch_size=2, max_length=48, max_prompt_length=24, val_fraction=0.5)
+    own_data.setup()
+    reference, policy = load_causal_lm("embedded:micro"), load_causal_lm("embedded:micro")
+    with torch.no_grad():
+        policy.lm_head.weight.add_(0.05 * torch.randn(policy.lm_head.weight.shape, generator=torch.Generator().manual_seed(0)))
+    available = len(own_data.eval_prompts(10_000))  # the user's own file: a few validation prompts
+    evaluation = SampledEvaluation(final_num_prompts=2, final_samples_per_prompt=2, max_new_tokens=6, final_kl_relative_se=0.01, final_max_prompts=500)
+    with caplog.at_level(logging.INFO):
+        result = evaluation.measure(policy, own_data, reference, final=True)
+    assert 2 < available < 500 and result["eval/prompts"] == available
+    assert f"only {available} held-out prompts exist" in caplog.text
 
 
 def test_bad_evaluation_settings_are_config_errors():
@@ -135,3 +155,5 @@ def test_bad_evaluation_settings_are_config_errors():
         SampledEvaluation(engine="vllm")
     with pytest.raises(ConfigError, match="final_kl_relative_se"):
         SampledEvaluation(final_kl_relative_se=0.0)
+    with pytest.raises(ConfigError, match=r"final_max_prompts must be an integer in \[256"):
+        SampledEvaluation(final_num_prompts=256, final_kl_relative_se=0.05, final_max_prompts=100)

@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
     # What the training call cost, kept beside its runs, so a report rebuilt later (--report-only) still says it.
     call_record = os.path.join(out, "call.json")
     if not args.report_only:
-        save_json(call_record, {"command": command, "generated": now, "machine": cpu_model(), "cores": os.cpu_count(), "cost": cost,
-                                "reused": sum(r.get("reused", False) for r in results)})
+        save_json(call_record, {"command": command, "generated": now, "machine": cpu_model(), "cores": os.cpu_count(), "jobs": jobs, "threads": threads,
+                                "cost": cost, "reused": sum(r.get("reused", False) for r in results)})
     trained_by = load_json(call_record) if args.report_only and os.path.exists(call_record) else None
     header = "\n".join([
         "# Algorithm comparison on the embedded task", "",
@@ -285,7 +285,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"{budget.steps} optimiser steps on 16 prompts' worth of data per step; evaluated at the start and every {budget.eval_every} steps on "
         f"{budget.eval_prompts} held-out prompts × {budget.samples_per_prompt} samples, and at the last step on {budget.final_prompts} × {budget.final_samples_per_prompt}, "
         f"with more prompts (up to {budget.final_max_prompts} in all) where those leave SE(KL)/KL ≥ {budget.final_kl_relative_se:.0%}.",
-        f"- **Machine:** {cpu_model()}, {os.cpu_count()} CPU core(s); {jobs} run(s) at a time, {threads or 'default'} torch thread(s) each.",
+        # The machine that trained the runs, also in a report rebuilt elsewhere.
+        f"- **Machine:** {trained_by['machine']}, {trained_by['cores']} CPU core(s); {trained_by['jobs']} run(s) at a time, {trained_by['threads'] or 'default'} torch thread(s) each."
+        if trained_by else f"- **Machine:** {cpu_model()}, {os.cpu_count()} CPU core(s); {jobs} run(s) at a time, {threads or 'default'} torch thread(s) each.",
         (cost_line("Cost of the call that trained the runs", trained_by["cost"], trained_by["cores"], trained_by["reused"]) if trained_by else
          "- **This call** only rebuilt the report (--report-only); the runs' own wall and CPU times are in the tables." if args.report_only else
          cost_line("Cost of this call", cost, os.cpu_count(), sum(r.get("reused", False) for r in results))),

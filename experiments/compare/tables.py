@@ -32,9 +32,9 @@ def matched(results: list[dict], curves: dict) -> dict[str, dict[float, dict[int
 
 
 def group_best(table: dict, group: tuple[str, ...], seeds: int) -> tuple[dict[float, dict[int, float]], dict[float, str]]:
-    """Per KL, the frontier of the group's method with the highest mean there among those most seeds
-    reach (as frontier.png draws them: a method 2 of 5 seeds reach would stand for its group on those
-    2), and which method that was."""
+    """Per KL, the frontier of the group's method with the highest mean there, among the methods most
+    seeds reach at that KL (the rule frontier.png draws markers by), and which method that was.
+    Without the rule a method only 2 of 5 seeds reach could stand for its group, on those 2 seeds."""
     out, chosen = {}, {}
     for kl in MATCHED_KL:
         candidates = [(mean_ci(table[m][kl].values())[0], m) for m in group if m in table and len(table[m][kl]) >= max(2, majority(seeds))]
@@ -67,7 +67,7 @@ def dominance_section(table: dict, seeds: int) -> list[str]:
              ("best online", "best offline", online, offline)]
     chosen = {"best online": online_by, "best offline": offline_by}
     lines = ["## Which frontier dominates which", "",
-             "Paired over seeds (same data and prompts): mean difference A − B of the frontiers at each matched KL with its 95% t interval. "
+             "Paired over seeds (the runs of one seed share its data and evaluation prompts): mean difference A − B of the frontiers at each matched KL with its 95% t interval. "
              f"'best online' / 'best offline': per KL, the method of the group with the highest mean there among those that at least {max(2, majority(seeds))} "
              f"of the {seeds} seeds reach (named in brackets).", "",
              "| A | B | KL | A − B | seeds | verdict |", "|---|---|---|---|---|---|"]

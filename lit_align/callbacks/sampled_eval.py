@@ -61,10 +61,16 @@ def standard_error(values: torch.Tensor) -> float:
 
 def logps_while_sampling_are_exact(model: PreTrainedModel) -> bool:
     """Whether the decode loop's log-probs can stand in for a full forward pass's in eval/kl: fp32
-    weights and no autocast, where the two differ by fp32 rounding only (~1e-6 nats a sequence). In
-    bf16 they differ by far more, which would not cancel against the reference's full-forward log-probs."""
+    weights, full-precision fp32 matmuls and no autocast, where the two differ by fp32 rounding only
+    (within 2e-4 nats a sequence in tests/test_generation.py). In bf16, or with TF32 matmuls
+    (``torch.set_float32_matmul_precision("high")``), they differ by far more, which would not
+    cancel against the reference's full-forward log-probs."""
     device = next(model.parameters()).device
-    return all(p.dtype == torch.float32 for p in model.parameters()) and not torch.is_autocast_enabled(device.type)
+    return (
+        all(p.dtype == torch.float32 for p in model.parameters())
+        and torch.get_float32_matmul_precision() == "highest"
+        and not torch.is_autocast_enabled(device.type)
+    )
 
 
 def reference_scope(reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]]") -> ContextManager[PreTrainedModel]:
@@ -81,6 +87,8 @@ class SampledEvaluation(Callback):
     * ``eval/kl`` — mean of log pi(y|x) - log pi_ref(y|x) over y ~ pi: an unbiased Monte-Carlo
       estimate of the sequence-level KL(pi || pi_ref) (samples are pure ancestral, temperature 1);
     * ``eval/length`` — mean completion length in tokens;
+    * ``eval/prompts`` — at the final evaluation when ``final_kl_relative_se`` is set: the prompts
+      it drew in all;
     * ``eval/reward_se``, ``eval/kl_se`` — standard errors of eval/reward and eval/kl over prompts
       (``standard_error``: a prompt's samples are not independent of each other, its mean is one draw).
 
@@ -94,7 +102,8 @@ class SampledEvaluation(Callback):
         kl_reference: ``auto`` uses the module's frozen reference, or loads the starting ``model``
             once (``load_start_model``: the module's dtype and trust_remote_code) when the algorithm
             holds none (ORPO/SFT); a path loads that model; None skips KL.
-        seed: Sampling seed: every evaluation draws with the same seed, so curves are less noisy.
+        seed: Sampling seed: every evaluation draws with the same seed, so curves are less noisy (the
+            final evaluation's second draw, on other prompts, with ``seed + 1``).
         prompts: Take the held-out prompts from this dataset's validation split (e.g.
             ``embedded:prompts``; or a file of held-out rows with a ``prompt`` column) instead of the DataModule's
             validation rows, so runs on different DataModules are scored on identical prompts.
@@ -108,7 +117,7 @@ class SampledEvaluation(Callback):
             ``generate`` (``model.generate``, for a model whose KV cache cannot be copied row-wise).
             The same draws either way. With ``shared_prefill``, an fp32 policy outside autocast takes
             log pi(y|x) for eval/kl from the logits it sampled from, saving one forward pass over the
-            samples (equal to that pass's to ~1e-6 nats); otherwise, and always with ``generate``,
+            samples (equal to that pass's to fp32 rounding); otherwise, and always with ``generate``,
             from a forward pass after sampling.
         final_kl_relative_se: A target for the final evaluation's SE(eval/kl) / eval/kl, e.g. 0.05.
             When the first ``final_num_prompts`` prompts miss it, more held-out prompts are drawn,
@@ -142,7 +151,8 @@ class SampledEvaluation(Callback):
         check_range(self, "final_num_prompts", final_num_prompts, 1, integer=True, allow_none=True)
         check_range(self, "final_samples_per_prompt", final_samples_per_prompt, 1, integer=True, allow_none=True)
         check_range(self, "final_kl_relative_se", final_kl_relative_se, 0, low_open=True, allow_none=True)
-        check_range(self, "final_max_prompts", final_max_prompts, 1, integer=True)
+        # With a target, the cap bounds both draws together, so it cannot be below the first draw.
+        check_range(self, "final_max_prompts", final_max_prompts, (final_num_prompts or num_prompts) if final_kl_relative_se is not None else 1, integer=True)
         if engine not in ENGINES:
             raise ConfigError(f"{type(self).__name__}: unknown engine {engine!r}; expected one of {', '.join(ENGINES)} (init_args.engine)")
         self.engine = engine
@@ -244,6 +254,11 @@ class SampledEvaluation(Callback):
         if two_stage:
             wanted = self.second_draw_size(draws["kl"], len(held_out))
             extra = self.held_out_prompts(datamodule, len(held_out) + wanted)[len(held_out) :] if wanted else []
+            if len(extra) < wanted:  # a user's own validation split can run out of prompts
+                rank_zero_info(
+                    f"lit_align: {type(self).__name__}: the final evaluation's target SE(KL)/KL < {self.final_kl_relative_se:g} asked for "
+                    f"{len(held_out) + wanted} prompts, but only {len(held_out) + len(extra)} held-out prompts exist; it reports over those."
+                )
             if extra:  # other prompts, so another seed: its draws are not those of the first prompts again
                 more = self._draw(policy, datamodule, extra, k, self.seed + 1, reference)
                 draws = {name: torch.cat([values, more[name]]) for name, values in draws.items()}
@@ -263,13 +278,15 @@ class SampledEvaluation(Callback):
 
     def second_draw_size(self, kl: torch.Tensor, drawn: int) -> int:
         """Prompts to add to the final evaluation's ``drawn`` ones so SE(KL)/KL falls under
-        ``final_kl_relative_se`` (Stein's two-stage design: the first draw sizes the whole sample).
+        ``final_kl_relative_se``: a two-stage design, the first draw sizing the whole sample (Stein's
+        sizing rule; the interval is then taken over all prompts).
 
         SE shrinks as 1/sqrt(prompts), so r = SE/KL needs drawn * (r / target)^2 prompts in all; 1.2x
         that, because r itself is an estimate from the first draw and is as likely low as high. At
         most ``final_max_prompts`` in all; 0 when the first draw meets the target. A KL at or under 0
         (a policy still at its reference) has no relative error to meet: it gets no second draw, as
-        the target cannot be met with any sample there.
+        the target cannot be met with any sample there. A KL just above 0 is the costly case: its
+        relative error is large, so it draws up to the cap.
         """
         mean, se = kl.mean().item(), standard_error(kl)
         if mean <= 0 or se < self.final_kl_relative_se * mean:

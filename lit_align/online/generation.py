@@ -76,9 +76,9 @@ def sample_completions_with_logps(
     decode loop sampled from: the evaluation's policy log-probs without a second forward pass.
 
     Those logits come from incremental decoding with the KV cache, so they equal a full forward's up to
-    the rounding of another order of sums: ~1e-6 per sequence in fp32, far more in bf16 (where a
-    KL estimate against a full-forward reference would read a few hundredths of a nat at KL 0);
-    ``SampledEvaluation`` uses them only for an fp32 policy outside autocast.
+    the rounding of another order of sums: within 2e-4 nats a sequence in fp32 in the tests, far more
+    in bf16 or TF32 (where a KL estimate against a full-forward reference would read a few hundredths
+    of a nat at KL 0); ``SampledEvaluation`` uses them only where ``logps_while_sampling_are_exact``.
     """
     samples, logps = _sample(model, tokenizer, prompt_ids, num_samples, max_new_tokens, 1.0, batch_size, seed, False, "shared_prefill", with_logps=True)
     return samples, logps.view(len(prompt_ids), num_samples)
@@ -173,7 +173,8 @@ def decode_shared_prefill(
         scores = logits / temperature if temperature != 1.0 else logits
         next_tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
         if with_logps:  # the token a row drew while unfinished counts, its EOS included; pads after it do not
-            logps += torch.log_softmax(logits, dim=-1).gather(1, next_tokens[:, None]).squeeze(1) * unfinished
+            drawn = torch.log_softmax(logits, dim=-1).gather(1, next_tokens[:, None]).squeeze(1)
+            logps += torch.where(unfinished.bool(), drawn, torch.zeros_like(drawn))  # where, not *: 0 * -inf is NaN
         next_tokens = next_tokens * unfinished + pad_id * (1 - unfinished)
         tokens.append(next_tokens)
         if eos_id is not None:
