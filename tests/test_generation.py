@@ -10,10 +10,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lit_align.callbacks.sampled_eval import logps_while_sampling_are_exact, sequence_logps_of
+from lit_align.callbacks.sampled_eval import sequence_logps_of
 from lit_align.modeling import load_causal_lm, load_tokenizer
-from lit_align.online.generation import ENGINES, sample_completions, sample_completions_with_logps
+from lit_align.online.generation import ENGINES, logps_while_sampling_are_exact, sample_completions, sample_completions_with_logps
 from tests.families import FAMILIES, family_checkpoints  # noqa: F401  (fixture)
+from tests.test_sampled_evaluation import reference_and_moved_policy
 
 
 @pytest.mark.parametrize("num_samples,batch_size,temperature,seed", [(3, 64, 1.0, 0), (3, 4, 1.0, 1), (2, 5, 0.7, 2)])
@@ -70,10 +71,7 @@ def test_sampled_evaluation_kl_is_the_same_from_either_engine():
 
     data = SFTDataModule(model="embedded:micro", dataset="embedded:demonstrations", batch_size=2, num_examples=8, num_val_examples=8)
     data.setup()
-    reference = load_causal_lm("embedded:micro")
-    policy = load_causal_lm("embedded:micro")
-    with torch.no_grad():
-        policy.lm_head.weight.add_(0.05 * torch.randn(policy.lm_head.weight.shape, generator=torch.Generator().manual_seed(0)))  # moved: KL > 0
+    reference, policy = reference_and_moved_policy()
     measured = {engine: SampledEvaluation(num_prompts=6, samples_per_prompt=3, max_new_tokens=10, engine=engine).measure(policy, data, reference) for engine in ENGINES}
     shared, generate = measured["shared_prefill"], measured["generate"]
     assert shared["eval/length"] == generate["eval/length"] and shared["eval/reward"] == generate["eval/reward"]  # the same draws

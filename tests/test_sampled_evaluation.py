@@ -105,12 +105,19 @@ def test_second_draw_size_follows_the_first_draws_relative_se():
     assert evaluation.second_draw_size(per_prompt - 0.99, 256) == 2000 - 256  # KL 0.01 with the same spread: the cap
 
 
-def test_final_evaluation_adds_a_second_draw_and_reports_over_both(own_data):
+def reference_and_moved_policy():
+    """embedded:micro twice, the second with a seeded nudge to its output layer: a policy a little
+    away from its reference, so eval/kl > 0."""
     from lit_align.modeling import load_causal_lm
 
     reference, policy = load_causal_lm("embedded:micro"), load_causal_lm("embedded:micro")
     with torch.no_grad():
         policy.lm_head.weight.add_(0.05 * torch.randn(policy.lm_head.weight.shape, generator=torch.Generator().manual_seed(0)))
+    return reference, policy
+
+
+def test_final_evaluation_adds_a_second_draw_and_reports_over_both(own_data):
+    reference, policy = reference_and_moved_policy()
     settings = dict(num_prompts=4, final_num_prompts=16, final_samples_per_prompt=2, max_new_tokens=6, prompts="embedded:prompts")
     one_draw = SampledEvaluation(**settings)
     first = one_draw.measure(policy, own_data, reference, final=True)
@@ -133,13 +140,9 @@ def test_final_evaluation_adds_a_second_draw_and_reports_over_both(own_data):
 
 
 def test_second_draw_says_when_the_held_out_prompts_run_out(tmp_path, caplog):
-    from lit_align.modeling import load_causal_lm
-
     own_data = SFTDataModule(model="embedded:micro", dataset=sft_file(tmp_path), batch_size=2, max_length=48, max_prompt_length=24, val_fraction=0.5)
     own_data.setup()
-    reference, policy = load_causal_lm("embedded:micro"), load_causal_lm("embedded:micro")
-    with torch.no_grad():
-        policy.lm_head.weight.add_(0.05 * torch.randn(policy.lm_head.weight.shape, generator=torch.Generator().manual_seed(0)))
+    reference, policy = reference_and_moved_policy()
     available = len(own_data.eval_prompts(10_000))  # the user's own file: a few validation prompts
     evaluation = SampledEvaluation(final_num_prompts=2, final_samples_per_prompt=2, max_new_tokens=6, final_kl_relative_se=0.01, final_max_prompts=500)
     with caplog.at_level(logging.INFO):

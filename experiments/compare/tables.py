@@ -31,13 +31,19 @@ def matched(results: list[dict], curves: dict) -> dict[str, dict[float, dict[int
     return table
 
 
+def group_seeds(seeds: int) -> int:
+    """Seeds a method must reach a KL on to stand for its group there: most of them, and at least 2
+    for an interval."""
+    return max(2, majority(seeds))
+
+
 def group_best(table: dict, group: tuple[str, ...], seeds: int) -> tuple[dict[float, dict[int, float]], dict[float, str]]:
     """Per KL, the frontier of the group's method with the highest mean there, among the methods most
     seeds reach at that KL (the rule frontier.png draws markers by), and which method that was.
     Without the rule a method only 2 of 5 seeds reach could stand for its group, on those 2 seeds."""
     out, chosen = {}, {}
     for kl in MATCHED_KL:
-        candidates = [(mean_ci(table[m][kl].values())[0], m) for m in group if m in table and len(table[m][kl]) >= max(2, majority(seeds))]
+        candidates = [(mean_ci(table[m][kl].values())[0], m) for m in group if m in table and len(table[m][kl]) >= group_seeds(seeds)]
         if candidates:
             chosen[kl] = max(candidates)[1]
             out[kl] = table[chosen[kl]][kl]
@@ -68,7 +74,7 @@ def dominance_section(table: dict, seeds: int) -> list[str]:
     chosen = {"best online": online_by, "best offline": offline_by}
     lines = ["## Which frontier dominates which", "",
              "Paired over seeds (the runs of one seed share its data and evaluation prompts): mean difference A − B of the frontiers at each matched KL with its 95% t interval. "
-             f"'best online' / 'best offline': per KL, the method of the group with the highest mean there among those that at least {max(2, majority(seeds))} "
+             f"'best online' / 'best offline': per KL, the method of the group with the highest mean there among those that at least {group_seeds(seeds)} "
              f"of the {seeds} seeds reach (named in brackets).", "",
              "| A | B | KL | A − B | seeds | verdict |", "|---|---|---|---|---|---|"]
     statements = []

@@ -33,7 +33,7 @@ from lit_align.data.collate import sequences_with_mask
 from lit_align.data.embedded import embedded_rows
 from lit_align.data.sources import load_rows
 from lit_align.errors import ConfigError, check_range
-from lit_align.online.generation import ENGINES, sample_completions, sample_completions_with_logps
+from lit_align.online.generation import ENGINES, logps_while_sampling_are_exact, sample_completions, sample_completions_with_logps
 from lit_align.head import completion_logps
 from lit_align.losses.kl import kl_k1
 from lit_align.modeling import is_embedded, load_causal_lm
@@ -57,20 +57,6 @@ def standard_error(values: torch.Tensor) -> float:
     sd(per-prompt means) / sqrt(prompts), so samples of one prompt are not counted as independent; 0 for one prompt."""
     means = values.double().mean(dim=1)
     return (means.std() / means.numel() ** 0.5).item() if means.numel() > 1 else 0.0
-
-
-def logps_while_sampling_are_exact(model: PreTrainedModel) -> bool:
-    """Whether the decode loop's log-probs can stand in for a full forward pass's in eval/kl: fp32
-    weights, full-precision fp32 matmuls and no autocast, where the two differ by fp32 rounding only
-    (within 2e-4 nats a sequence in tests/test_generation.py). In bf16, or with TF32 matmuls
-    (``torch.set_float32_matmul_precision("high")``), they differ by far more, which would not
-    cancel against the reference's full-forward log-probs."""
-    device = next(model.parameters()).device
-    return (
-        all(p.dtype == torch.float32 for p in model.parameters())
-        and torch.get_float32_matmul_precision() == "highest"
-        and not torch.is_autocast_enabled(device.type)
-    )
 
 
 def reference_scope(reference: "PreTrainedModel | Callable[[], ContextManager[PreTrainedModel]]") -> ContextManager[PreTrainedModel]:

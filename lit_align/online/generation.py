@@ -61,6 +61,20 @@ def sample_completions(
     return _sample(model, tokenizer, prompt_ids, num_samples, max_new_tokens, temperature, batch_size, seed, progress, engine, with_logps=False)[0]
 
 
+def logps_while_sampling_are_exact(model: PreTrainedModel) -> bool:
+    """Whether the decode loop's log-probs (``sample_completions_with_logps``) can stand in for a full
+    forward pass's: fp32 weights, full-precision fp32 matmuls and no autocast, where the two differ by
+    fp32 rounding only (within 2e-4 nats a sequence in tests/test_generation.py). In bf16, or with
+    TF32 matmuls (``torch.set_float32_matmul_precision("high")``), they differ by far more, which
+    would not cancel against a reference's full-forward log-probs in a KL estimate."""
+    device = next(model.parameters()).device
+    return (
+        all(p.dtype == torch.float32 for p in model.parameters())
+        and torch.get_float32_matmul_precision() == "highest"
+        and not torch.is_autocast_enabled(device.type)
+    )
+
+
 @torch.no_grad()
 def sample_completions_with_logps(
     model: PreTrainedModel,
@@ -80,11 +94,12 @@ def sample_completions_with_logps(
     in bf16 or TF32 (where a KL estimate against a full-forward reference would read a few hundredths
     of a nat at KL 0); ``SampledEvaluation`` uses them only where ``logps_while_sampling_are_exact``.
     """
-    samples, logps = _sample(model, tokenizer, prompt_ids, num_samples, max_new_tokens, 1.0, batch_size, seed, False, "shared_prefill", with_logps=True)
-    return samples, logps.view(len(prompt_ids), num_samples)
+    samples, chunks = _sample(model, tokenizer, prompt_ids, num_samples, max_new_tokens, 1.0, batch_size, seed, False, "shared_prefill", with_logps=True)
+    return samples, (torch.cat(chunks) if chunks else torch.zeros(0)).view(len(prompt_ids), num_samples)
 
 
-def _sample(model, tokenizer, prompt_ids, num_samples, max_new_tokens, temperature, batch_size, seed, progress, engine, with_logps) -> tuple[list[list[list[int]]], torch.Tensor | None]:
+def _sample(model, tokenizer, prompt_ids, num_samples, max_new_tokens, temperature, batch_size, seed, progress, engine, with_logps) -> tuple[list[list[list[int]]], list[torch.Tensor]]:
+    """The samples, and with ``with_logps`` (``shared_prefill`` only) each chunk's summed log-probs."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -100,17 +115,15 @@ def _sample(model, tokenizer, prompt_ids, num_samples, max_new_tokens, temperatu
             # Chunks of the same rows whatever the engine, so both consume the RNG alike.
             chunk = flat[start : start + batch_size]
             if engine == "shared_prefill":
-                decoded = decode_shared_prefill(model, chunk, max_new_tokens, temperature, pad_id, tokenizer.eos_token_id, with_logps)
-                if with_logps:
-                    decoded, chunk_logps = decoded
+                decoded, chunk_logps = decode_shared_prefill(model, chunk, max_new_tokens, temperature, pad_id, tokenizer.eos_token_id, with_logps)
+                if chunk_logps is not None:
                     logps.append(chunk_logps.cpu())
                 generated = decoded.tolist()
             else:
                 generated = _generate(model, chunk, max_new_tokens, temperature, pad_id, tokenizer.eos_token_id, device)
             outputs += [cut_at_eos(row, tokenizer.eos_token_id) for row in generated]
     model.train(was_training)
-    samples = [outputs[i * num_samples : (i + 1) * num_samples] for i in range(len(prompt_ids))]
-    return samples, (torch.cat(logps) if logps else torch.zeros(0)) if with_logps else None
+    return [outputs[i * num_samples : (i + 1) * num_samples] for i in range(len(prompt_ids))], logps
 
 
 ENGINES = ("generate", "shared_prefill")
@@ -144,15 +157,15 @@ def _generate(model, rows, max_new_tokens, temperature, pad_id, eos_id, device) 
 @torch.no_grad()
 def decode_shared_prefill(
     model: PreTrainedModel, rows: list[list[int]], max_new_tokens: int, temperature: float, pad_id: int, eos_id: int | None, with_logps: bool = False
-) -> "torch.Tensor | tuple[torch.Tensor, torch.Tensor]":
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Ancestral sampling of ``rows`` (prompt ids, equal prompts adjacent, as k samples per prompt
     are) with ONE prefill per distinct prompt: its KV cache is copied to its rows (``reorder_cache``)
     instead of encoding the prompt k times. The decode loop is ``generate``'s sampling loop without
     its processors and stopping machinery: fp32 logits / temperature, softmax, one multinomial over
     all rows per token (finished rows get ``pad_id``), stop when every row has sampled EOS or after
-    ``max_new_tokens``. Returns the new tokens [rows, <= max_new_tokens] (pad after EOS); with
-    ``with_logps`` also each row's summed log-prob of its tokens up to EOS under the model's own
-    (temperature-1) distribution, read off the logits it sampled from.
+    ``max_new_tokens``. Returns the new tokens [rows, <= max_new_tokens] (pad after EOS), and with
+    ``with_logps`` each row's summed log-prob of its tokens up to EOS under the model's own
+    (temperature-1) distribution, read off the logits it sampled from (else None).
     """
     device = next(model.parameters()).device
     first = [i == 0 or rows[i] != rows[i - 1] for i in range(len(rows))]
@@ -184,4 +197,4 @@ def decode_shared_prefill(
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=-1)
         position = attention_mask.sum(-1, keepdim=True) - 1
         logits = model(input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=position, use_cache=True, **{cache_arg: cache}).logits[:, -1].float()
-    return (torch.stack(tokens, dim=1), logps) if with_logps else torch.stack(tokens, dim=1)
+    return torch.stack(tokens, dim=1), (logps if with_logps else None)
